@@ -1,0 +1,63 @@
+"""llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`).
+
+Its flags are generated from pydantic settings (underscore names), it has no /health, and it
+loads the model before binding the port: connection refused means loading, and /v1/models
+listing our alias means ready. Inherited HOST/PORT variables override its flags, so the unit
+unsets them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmctl.backends.base import (
+    Adapter,
+    Health,
+    Launch,
+    Probe,
+    default_gpu_layers,
+    gpu_environment,
+    openai_model_ids,
+    timed_get,
+)
+from llmctl.config.schema import AnyBackend, Kind, Model
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_CONTEXT = 4096
+
+
+class LlamaCppPythonAdapter(Adapter):
+    kind = Kind.LLAMA_CPP_PYTHON
+    unset_environment = ("HOST", "PORT", "MODEL", "MODEL_ALIAS", "CONFIG_FILE", "API_KEY")
+
+    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+        argv = [executable, "-m", "llama_cpp.server", "--host", backend.host, "--port", str(backend.port)]
+        if model_id is not None and model is not None and model.source is not None:
+            argv += [
+                "--model", model.source,
+                "--model_alias", model_id,
+                "--n_ctx", str(model.context or DEFAULT_CONTEXT),
+                "--n_gpu_layers", str(default_gpu_layers(backend, model)),
+            ]  # fmt: skip
+        return Launch(
+            argv=[*argv, *backend.args],
+            environment=gpu_environment(backend),
+            unset_environment=list(self.unset_environment),
+        )
+
+    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+        response, latency, error = timed_get(client, f"{url}/v1/models")
+        if response is None:
+            # The port opens only after the model is loaded.
+            return Probe(Health.DOWN, error, latency)
+        if response.status_code != 200:
+            return Probe(Health.DOWN, f"/v1/models answered {response.status_code}", latency)
+        models = openai_model_ids(response)
+        if model_id is not None and model_id not in models:
+            return Probe(Health.DOWN, f"serves {list(models)}, not {model_id}", latency, models)
+        return Probe(Health.OK, "/v1/models lists the model", latency, models)
+
+    def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
+        return {"model": f"openai/{model_id}", "api_base": f"{self.url(backend)}/v1", "api_key": "none"}

@@ -1,0 +1,39 @@
+"""What every command needs: where things are, and the config loaded on demand."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmctl.paths import Paths
+
+if TYPE_CHECKING:
+    from llmctl.config.load import LoadedConfig
+    from llmctl.render.units import RenderedStack, RenderOptions
+
+
+@dataclass
+class AppContext:
+    config_option: str | None
+    paths: Paths = field(default_factory=Paths.from_env)
+
+    @property
+    def config_path(self) -> Path:
+        return self.paths.resolve_config_file(self.config_option, os.environ)
+
+    def load(self, *, strict: bool = False) -> LoadedConfig:
+        from llmctl.config.load import load_config  # noqa: PLC0415 - pydantic is slow to import
+
+        return load_config(self.config_path, strict=strict)
+
+    def render_options(self, loaded: LoadedConfig) -> RenderOptions:
+        from llmctl.render.units import RenderOptions  # noqa: PLC0415
+
+        return RenderOptions(config_path=loaded.path.resolve(), paths=self.paths)
+
+    def render(self, loaded: LoadedConfig) -> RenderedStack:
+        from llmctl.render.units import render_stack  # noqa: PLC0415
+
+        return render_stack(loaded.config, self.render_options(loaded))

@@ -1,0 +1,1 @@
+"""The config file: schema, loading with clear errors, and checks across fields."""

@@ -1,0 +1,232 @@
+"""The config file, schema version 1, as strict immutable pydantic models.
+
+Strict means: unknown keys are errors (with a "did you mean"), values are not coerced across
+types (a port is an int, not "8080"), and a loaded config cannot be changed. Checks that need
+more than one field (a model pointing at a backend, fallback cycles, duplicate ports) live in
+`llmctl.config.checks`, so that every problem is reported with its YAML path in one pass.
+
+Every string that can reach a unit file or the gateway file is constrained here to what those
+formats can carry safely; what is still special there (`%`, `$`, quotes) is escaped when
+rendering (`llmctl.render.escape`).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+# Model ids are what clients send; they appear in YAML and in argv (as --alias), never as a
+# unit name, so they may hold the characters real model names use (dots, colons, slashes).
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    # A newline in a unit file would start a new directive; other control characters have no
+    # business in a path, an argument or an environment value either.
+    match = _CONTROL.search(value)
+    if match:
+        raise ValueError(f"must not contain control characters (found {match.group()!r})")
+    return value
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_no_control_characters)]
+NonEmptySafeStr = Annotated[str, AfterValidator(_no_control_characters), AfterValidator(_not_empty)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+ModelId = Annotated[str, StringConstraints(pattern=MODEL_ID_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+GpuRef = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^(GPU|MIG)-[A-Za-z0-9/-]+$")]
+
+
+def _valid_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?", value):
+            raise ValueError("must be an IP address or a host name") from None
+    return value
+
+
+Host = Annotated[str, AfterValidator(_valid_host)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Kind(enum.StrEnum):
+    OLLAMA = "ollama"
+    LLAMA_SERVER = "llama-server"
+    LLAMA_CPP_PYTHON = "llama-cpp-python"
+    VLLM = "vllm"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class BackendBase(Strict):
+    command: NonEmptySafeStr = Field(
+        description="Executable (absolute, ~/..., or a name found on PATH when rendering). "
+        "For llama-cpp-python: the python that has llama_cpp.server installed."
+    )
+    host: Host = "127.0.0.1"
+    port: Port
+    allow_non_loopback: bool = Field(
+        default=False, description="Opt-in to bind a host that is not a loopback address."
+    )
+    gpus: list[GpuRef] | None = Field(
+        default=None,
+        description="GPU indices or UUIDs; [] = CPU only; unset = every GPU the driver shows.",
+    )
+    environment: dict[EnvName, SafeStr] = Field(default_factory=dict)
+    args: list[SafeStr] = Field(default_factory=list, description="Extra argv items, verbatim.")
+    pinned: bool = Field(default=False, description="Never stopped to make room for a switch.")
+    start_timeout: Annotated[int, Field(ge=5, le=7200)] | None = Field(
+        default=None, description="Seconds a start may take (model load); default per kind."
+    )
+
+
+class LlamaServerBackend(BackendBase):
+    kind: Literal[Kind.LLAMA_SERVER]
+    model: ModelId | None = Field(default=None, description="The model it serves now.")
+
+
+class LlamaCppPythonBackend(BackendBase):
+    kind: Literal[Kind.LLAMA_CPP_PYTHON]
+    model: ModelId | None = None
+
+
+class VllmBackend(BackendBase):
+    kind: Literal[Kind.VLLM]
+    model: ModelId | None = None
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = None
+    sleep_mode: bool = Field(default=False, description="--enable-sleep-mode (dev endpoints).")
+
+
+class OllamaBackend(BackendBase):
+    kind: Literal[Kind.OLLAMA]
+    keep_alive: Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(ms|s|m|h)?$")] | None = Field(
+        default=None, description="OLLAMA_KEEP_ALIVE: a Go duration or seconds; negative = forever."
+    )
+    max_loaded_models: Annotated[int, Field(ge=0, le=64)] | None = None
+    models_dir: NonEmptySafeStr | None = Field(default=None, description="OLLAMA_MODELS")
+
+
+Backend = Annotated[
+    LlamaServerBackend | LlamaCppPythonBackend | VllmBackend | OllamaBackend,
+    Field(discriminator="kind"),
+]
+
+
+class RemoteModel(Strict):
+    provider: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,40}$")] = Field(
+        description="LiteLLM provider prefix, e.g. openai, anthropic, hosted_vllm."
+    )
+    model: NonEmptySafeStr = Field(description="The provider's name for the model.")
+    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = None
+    api_key_env: EnvName | None = Field(
+        default=None,
+        description="Name of the variable holding the key, set in secrets.env (never the key).",
+    )
+
+
+class Model(Strict):
+    backend: Name | None = Field(default=None, description="Local backend that can serve it.")
+    source: NonEmptySafeStr | None = Field(
+        default=None, description="GGUF path, Hugging Face repo id (vllm) or Ollama tag."
+    )
+    context: Annotated[int, Field(ge=64, le=10_000_000)] | None = None
+    gpu_layers: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    remote: RemoteModel | None = None
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> Model:
+        if self.remote is not None:
+            extra = [k for k in ("backend", "source", "context", "gpu_layers") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"a remote model takes no {', '.join(extra)}")
+        elif self.backend is None or self.source is None:
+            raise ValueError("needs backend and source (a local model) or remote (a provider)")
+        return self
+
+
+class Gateway(Strict):
+    enabled: bool = True
+    command: NonEmptySafeStr = Field(default="litellm", description="The LiteLLM proxy executable.")
+    host: Host = "127.0.0.1"
+    port: Port = 4000
+    allow_non_loopback: bool = False
+    routing_strategy: Literal[
+        "simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing"
+    ] = "simple-shuffle"
+    fallbacks: dict[ModelId, list[ModelId]] = Field(default_factory=dict)
+    num_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    timeout: Annotated[int, Field(ge=1, le=86_400)] = 600
+    cooldown_time: Annotated[int, Field(ge=0, le=3600)] = 30
+    allowed_fails: Annotated[int, Field(ge=0, le=1000)] = 3
+
+
+class Supervisor(Strict):
+    """Health-based restarts. `llmctl supervise` is not part of this release yet."""
+
+    enabled: Literal[False] = Field(
+        default=False,
+        description="Reserved: the supervisor service is not available in this release.",
+    )
+
+
+class Config(Strict):
+    version: Literal[1]
+    backends: dict[Name, Backend] = Field(default_factory=dict)
+    models: dict[ModelId, Model] = Field(default_factory=dict)
+    gateway: Gateway = Field(default_factory=Gateway)
+    supervisor: Supervisor = Field(default_factory=Supervisor)
+
+    def models_of(self, backend: str) -> dict[str, Model]:
+        return {mid: m for mid, m in self.models.items() if m.backend == backend}
+
+
+AnyBackend = LlamaServerBackend | LlamaCppPythonBackend | VllmBackend | OllamaBackend
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def backend_class(kind: Any) -> type[BackendBase] | None:
+    return {
+        Kind.LLAMA_SERVER: LlamaServerBackend,
+        Kind.LLAMA_CPP_PYTHON: LlamaCppPythonBackend,
+        Kind.VLLM: VllmBackend,
+        Kind.OLLAMA: OllamaBackend,
+    }.get(kind)

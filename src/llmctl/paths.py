@@ -1,0 +1,75 @@
+"""Where llmctl reads and writes, derived from the XDG base directories.
+
+Everything is computed from an environment mapping passed in, so tests (and a private user
+manager) can point llmctl anywhere without patching globals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    config_home: Path  # $XDG_CONFIG_HOME
+    state_home: Path  # $XDG_STATE_HOME
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Paths:
+        env = os.environ if env is None else env
+        home = Path(env.get("HOME") or Path.home())
+
+        def xdg(name: str, default: str) -> Path:
+            value = env.get(name, "")
+            # The spec says relative values are invalid and must be ignored.
+            return Path(value) if value.startswith("/") else home / default
+
+        return cls(
+            home=home,
+            config_home=xdg("XDG_CONFIG_HOME", ".config"),
+            state_home=xdg("XDG_STATE_HOME", ".local/state"),
+        )
+
+    @property
+    def default_config_file(self) -> Path:
+        return self.config_home / "llmctl" / "llmctl.yaml"
+
+    @property
+    def llmctl_config_dir(self) -> Path:
+        """Files llmctl generates beside the user's config: gateway.yaml, secrets."""
+        return self.config_home / "llmctl"
+
+    @property
+    def unit_dir(self) -> Path:
+        return self.config_home / "systemd" / "user"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_home / "llmctl"
+
+    @property
+    def gateway_file(self) -> Path:
+        return self.llmctl_config_dir / "gateway.yaml"
+
+    @property
+    def gateway_env_file(self) -> Path:
+        """The gateway's master key, mode 0600, read by the unit via EnvironmentFile=."""
+        return self.llmctl_config_dir / "gateway.env"
+
+    @property
+    def secrets_env_file(self) -> Path:
+        """The user's provider keys (api_key_env names), mode 0600, never copied anywhere."""
+        return self.llmctl_config_dir / "secrets.env"
+
+    def resolve_config_file(self, explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+        """--config PATH, else $LLMCTL_CONFIG, else $XDG_CONFIG_HOME/llmctl/llmctl.yaml."""
+        env = os.environ if env is None else env
+        if explicit:
+            return Path(explicit).expanduser()
+        if env.get("LLMCTL_CONFIG"):
+            return Path(env["LLMCTL_CONFIG"]).expanduser()
+        return self.default_config_file

@@ -1,0 +1,1 @@
+"""Rendering the config into systemd units and the gateway's config."""

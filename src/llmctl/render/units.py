@@ -1,0 +1,207 @@
+"""Rendering the config into systemd user units and the gateway file, without touching disk.
+
+`render_stack` is a pure function of the config, the paths and how commands resolve: the same
+inputs give byte-identical output, which is what makes `llmctl diff` and "re-running `up`
+restarts nothing" work. Every value goes through `llmctl.render.escape` on its way in.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from llmctl import __version__
+from llmctl.backends import adapter_for
+from llmctl.config.checks import resolve_executable
+from llmctl.config.schema import AnyBackend, Config
+from llmctl.paths import Paths
+from llmctl.render import escape
+from llmctl.render.gateway import render_gateway_config
+
+TARGET = "llmctl.target"
+GATEWAY_UNIT = "llmctl-gateway.service"
+GATEWAY_NAME = "gateway"
+UNIT_SUBDIR = "systemd/user"
+STOP_TIMEOUT = 60
+RESTART_SEC = 10
+# Five starts in ten minutes, then systemd stops trying (Result=start-limit-hit); with
+# RestartSec=10 a crash loop takes about a minute to get there instead of half a second.
+START_LIMIT_INTERVAL = 600
+START_LIMIT_BURST = 5
+GATEWAY_START_TIMEOUT = 180
+
+
+def unit_name(backend: str) -> str:
+    return f"llmctl-{backend}.service"
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    """Files keyed by their path relative to $XDG_CONFIG_HOME, in start order for units."""
+
+    files: dict[str, str]
+    units: list[str]  # unit names in start order: backends, gateway (target last)
+
+    def unit_path(self, unit: str) -> str:
+        return f"{UNIT_SUBDIR}/{unit}"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    config_path: Path
+    paths: Paths
+    # How the readiness gate runs llmctl: this interpreter, so a venv install keeps working.
+    llmctl_argv: tuple[str, ...] = (sys.executable, "-m", "llmctl")
+    resolve: Callable[[str], Path | None] = resolve_executable
+    # Models the backends serve now, where they differ from the config (after `switch`).
+    serving: tuple[tuple[str, str], ...] = ()
+
+
+def templates_dir() -> Path:
+    """units/ ships inside the wheel as llmctl/units; in a checkout it is the top-level units/."""
+    packaged = Path(__file__).resolve().parent.parent / "units"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "units"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - systemd syntax, escaped by llmctl.render.escape
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _executable(command: str, resolve: Callable[[str], Path | None]) -> str:
+    found = resolve(command)
+    if found is not None:
+        return str(found)
+    # Rendered as written (~ expanded) so `verify` and `up` name the missing file.
+    return str(Path(command).expanduser())
+
+
+def _expand(path: str) -> str:
+    return str(Path(path).expanduser()) if path.startswith("~") else path
+
+
+def serving_model(config: Config, name: str, options: RenderOptions) -> str | None:
+    override = dict(options.serving).get(name)
+    return override if override is not None else getattr(config.backends[name], "model", None)
+
+
+def _ready_gate(options: RenderOptions, kind: str, url: str, model: str | None, timeout: int) -> str:
+    argv = [*options.llmctl_argv, "wait-ready", "--kind", kind, "--url", url]
+    if model is not None:
+        argv += ["--model", model]
+    argv += ["--timeout", str(timeout), "--pid", escape.ExpandedVariable("${MAINPID}")]
+    return escape.exec_line(argv)
+
+
+def _render_backend(config: Config, name: str, backend: AnyBackend, options: RenderOptions) -> str:
+    adapter = adapter_for(backend.kind)
+    model_id = serving_model(config, name, options)
+    model = config.models.get(model_id) if model_id else None
+    if model is not None and model.source is not None:
+        model = model.model_copy(update={"source": _expand(model.source)})
+    launch = adapter.launch(backend, _executable(backend.command, options.resolve), model_id, model)
+    start_timeout = backend.start_timeout or adapter.default_start_timeout
+    environment = {**launch.environment, **backend.environment}
+    description = f"llmctl backend {name} ({backend.kind}" + (
+        f", serving {model_id})" if model_id else ")"
+    )
+    return _environment().get_template("backend.service.j2").render(
+        version=__version__,
+        config_path=escape.plain_value(str(options.config_path)),
+        unit=unit_name(name),
+        description=escape.plain_value(description),
+        exec_start=escape.exec_line(launch.argv),
+        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+        unset_environment=escape.unit_word_list(launch.unset_environment),
+        # The gate gets a little less than systemd's own limit so it can say why it gave up.
+        exec_ready=_ready_gate(
+            options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
+        ),
+        restart=adapter.restart,
+        restart_sec=RESTART_SEC,
+        start_timeout=start_timeout,
+        stop_timeout=STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
+    )
+
+
+def _render_gateway(config: Config, options: RenderOptions, backend_units: list[str]) -> str:
+    gw = config.gateway
+    from llmctl.backends.base import base_url  # noqa: PLC0415
+
+    url = base_url(gw.host, gw.port)
+    argv = [
+        _executable(gw.command, options.resolve),
+        "--config", str(options.paths.gateway_file),
+        "--host", gw.host,
+        "--port", str(gw.port),
+    ]  # fmt: skip
+    environment = {
+        # PRODUCTION: do not load a stray ./.env from the working directory (the home dir).
+        "LITELLM_MODE": "PRODUCTION",
+        # Offline: use the bundled cost map instead of fetching one at every start.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    return _environment().get_template("gateway.service.j2").render(
+        version=__version__,
+        config_path=escape.plain_value(str(options.config_path)),
+        unit=GATEWAY_UNIT,
+        description="llmctl gateway (LiteLLM proxy)",
+        after=escape.unit_word_list(backend_units),
+        exec_start=escape.exec_line(argv),
+        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+        unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
+        key_file=escape.plain_value(str(options.paths.gateway_env_file)),
+        secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
+        exec_ready=_ready_gate(options, "gateway", url, None, GATEWAY_START_TIMEOUT - 5),
+        restart_sec=RESTART_SEC,
+        start_timeout=GATEWAY_START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
+    )
+
+
+def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
+    files: dict[str, str] = {}
+    units: list[str] = []
+    for name in sorted(config.backends):
+        unit = unit_name(name)
+        files[f"{UNIT_SUBDIR}/{unit}"] = _render_backend(config, name, config.backends[name], options)
+        units.append(unit)
+    backend_units = list(units)
+    if config.gateway.enabled:
+        files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options, backend_units)
+        files["llmctl/gateway.yaml"] = render_gateway_config(
+            config, dict(serving_model_map(config, options))
+        )
+        units.append(GATEWAY_UNIT)
+    files[f"{UNIT_SUBDIR}/{TARGET}"] = _environment().get_template("llmctl.target.j2").render(
+        version=__version__,
+        config_path=escape.plain_value(str(options.config_path)),
+        wants=escape.unit_word_list(units),
+    )
+    return RenderedStack(files=files, units=units)
+
+
+def serving_model_map(config: Config, options: RenderOptions) -> dict[str, str]:
+    """backend name -> model id it serves now (backends that serve one model)."""
+    out = {}
+    for name in config.backends:
+        model = serving_model(config, name, options)
+        if model is not None:
+            out[name] = model
+    return out
