@@ -10,8 +10,7 @@ from llmctl.backends.vllm import VllmAdapter
 from llmctl.config.schema import Kind
 
 _ADAPTERS: dict[Kind, Adapter] = {
-    a.kind: a
-    for a in (LlamaServerAdapter(), LlamaCppPythonAdapter(), VllmAdapter(), OllamaAdapter())
+    a.kind: a for a in (LlamaServerAdapter(), LlamaCppPythonAdapter(), VllmAdapter(), OllamaAdapter())
 }
 
 

@@ -93,7 +93,9 @@ class Adapter:
     unset_environment: ClassVar[tuple[str, ...]] = ()
     serves_many: ClassVar[bool] = False  # Ollama: every model assigned to it, loaded on demand
 
-    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+    def launch(
+        self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
+    ) -> Launch:
         raise NotImplementedError
 
     def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:

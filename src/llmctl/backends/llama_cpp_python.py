@@ -32,7 +32,9 @@ class LlamaCppPythonAdapter(Adapter):
     kind = Kind.LLAMA_CPP_PYTHON
     unset_environment = ("HOST", "PORT", "MODEL", "MODEL_ALIAS", "CONFIG_FILE", "API_KEY")
 
-    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+    def launch(
+        self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
+    ) -> Launch:
         argv = [executable, "-m", "llama_cpp.server", "--host", backend.host, "--port", str(backend.port)]
         if model_id is not None and model is not None and model.source is not None:
             argv += [

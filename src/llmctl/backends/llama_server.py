@@ -30,7 +30,9 @@ DEFAULT_CONTEXT = 4096
 class LlamaServerAdapter(Adapter):
     kind = Kind.LLAMA_SERVER
 
-    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+    def launch(
+        self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
+    ) -> Launch:
         argv = [executable, "--host", backend.host, "--port", str(backend.port)]
         if model_id is not None and model is not None and model.source is not None:
             argv += [

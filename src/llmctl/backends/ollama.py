@@ -26,7 +26,9 @@ class OllamaAdapter(Adapter):
     default_start_timeout = 120
     serves_many = True
 
-    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+    def launch(
+        self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
+    ) -> Launch:
         assert isinstance(backend, OllamaBackend)
         env = {"OLLAMA_HOST": _host_port(backend.host, backend.port)}
         if backend.models_dir is not None:

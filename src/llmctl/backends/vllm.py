@@ -30,7 +30,9 @@ class VllmAdapter(Adapter):
     default_start_timeout = 1200
     restart = "always"
 
-    def launch(self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None) -> Launch:
+    def launch(
+        self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
+    ) -> Launch:
         assert isinstance(backend, VllmBackend)
         # vLLM serves exactly one model per process; the config checks require it.
         assert model_id is not None and model is not None and model.source is not None

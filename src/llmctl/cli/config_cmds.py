@@ -101,7 +101,9 @@ def diff(app: AppContext, exit_code: bool) -> int:
     from llmctl.install import ChangeKind, compare  # noqa: PLC0415
 
     loaded = app.load()
-    changes = [c for c in compare(app.render(loaded), app.paths.config_home) if c.kind != ChangeKind.UNCHANGED]
+    changes = [
+        c for c in compare(app.render(loaded), app.paths.config_home) if c.kind != ChangeKind.UNCHANGED
+    ]
     for change in changes:
         click.echo(change.unified_diff(), nl=False)
     return int(ExitCode.FAILED) if (exit_code and changes) else 0
@@ -132,4 +134,3 @@ def config_show(app: AppContext, as_json: bool) -> int:
 def register(group: click.Group) -> None:
     for command in (validate, render, diff, config_group):
         group.add_command(command)
-

@@ -27,6 +27,7 @@ from llmctl.config.schema import (
 )
 from llmctl.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class LoadedConfig:
     config: Config
@@ -133,9 +134,7 @@ def parse_config(text: str, source: str = "<config>") -> tuple[Config, list[Prob
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"{source}: not valid YAML", details=[f"{problem}{where}"]
-        ) from None
+        raise ConfigError(f"{source}: not valid YAML", details=[f"{problem}{where}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: invalid config",

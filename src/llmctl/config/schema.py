@@ -58,7 +58,9 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ModelId = Annotated[str, StringConstraints(pattern=MODEL_ID_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-GpuRef = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^(GPU|MIG)-[A-Za-z0-9/-]+$")]
+GpuRef = (
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^(GPU|MIG)-[A-Za-z0-9/-]+$")]
+)
 
 
 def _valid_host(value: str) -> str:

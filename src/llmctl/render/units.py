@@ -19,6 +19,7 @@ from llmctl import __version__
 from llmctl.backends import adapter_for
 from llmctl.config.checks import resolve_executable
 from llmctl.config.schema import AnyBackend, Config
+from llmctl.errors import ExitCode, LlmctlError
 from llmctl.paths import Paths
 from llmctl.render import escape
 from llmctl.render.gateway import render_gateway_config
@@ -80,12 +81,20 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _executable(command: str, resolve: Callable[[str], Path | None]) -> str:
+def _executable(command: str, resolve: Callable[[str], Path | None], where: str) -> str:
     found = resolve(command)
     if found is not None:
         return str(found)
-    # Rendered as written (~ expanded) so `verify` and `up` name the missing file.
-    return str(Path(command).expanduser())
+    path = Path(command).expanduser()
+    if not path.is_absolute():
+        # systemd does not search $PATH, so a bare name must be resolved now.
+        raise LlmctlError(
+            f"{where}: '{command}' is not on PATH",
+            hint="Install it, or give its absolute path in the config.",
+            exit_code=ExitCode.USAGE,
+        )
+    # A missing absolute path is rendered as written: `up` and `doctor` name the file.
+    return str(path)
 
 
 def _expand(path: str) -> str:
@@ -111,30 +120,34 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
     model = config.models.get(model_id) if model_id else None
     if model is not None and model.source is not None:
         model = model.model_copy(update={"source": _expand(model.source)})
-    launch = adapter.launch(backend, _executable(backend.command, options.resolve), model_id, model)
+    launch = adapter.launch(
+        backend, _executable(backend.command, options.resolve, f"backends.{name}.command"), model_id, model
+    )
     start_timeout = backend.start_timeout or adapter.default_start_timeout
     environment = {**launch.environment, **backend.environment}
-    description = f"llmctl backend {name} ({backend.kind}" + (
-        f", serving {model_id})" if model_id else ")"
-    )
-    return _environment().get_template("backend.service.j2").render(
-        version=__version__,
-        config_path=escape.plain_value(str(options.config_path)),
-        unit=unit_name(name),
-        description=escape.plain_value(description),
-        exec_start=escape.exec_line(launch.argv),
-        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
-        unset_environment=escape.unit_word_list(launch.unset_environment),
-        # The gate gets a little less than systemd's own limit so it can say why it gave up.
-        exec_ready=_ready_gate(
-            options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
-        ),
-        restart=adapter.restart,
-        restart_sec=RESTART_SEC,
-        start_timeout=start_timeout,
-        stop_timeout=STOP_TIMEOUT,
-        start_limit_interval=START_LIMIT_INTERVAL,
-        start_limit_burst=START_LIMIT_BURST,
+    description = f"llmctl backend {name} ({backend.kind}" + (f", serving {model_id})" if model_id else ")")
+    return (
+        _environment()
+        .get_template("backend.service.j2")
+        .render(
+            version=__version__,
+            config_path=escape.plain_value(str(options.config_path)),
+            unit=unit_name(name),
+            description=escape.plain_value(description),
+            exec_start=escape.exec_line(launch.argv),
+            environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+            unset_environment=escape.unit_word_list(launch.unset_environment),
+            # The gate gets a little less than systemd's own limit so it can say why it gave up.
+            exec_ready=_ready_gate(
+                options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
+            ),
+            restart=adapter.restart,
+            restart_sec=RESTART_SEC,
+            start_timeout=start_timeout,
+            stop_timeout=STOP_TIMEOUT,
+            start_limit_interval=START_LIMIT_INTERVAL,
+            start_limit_burst=START_LIMIT_BURST,
+        )
     )
 
 
@@ -144,7 +157,7 @@ def _render_gateway(config: Config, options: RenderOptions, backend_units: list[
 
     url = base_url(gw.host, gw.port)
     argv = [
-        _executable(gw.command, options.resolve),
+        _executable(gw.command, options.resolve, "gateway.command"),
         "--config", str(options.paths.gateway_file),
         "--host", gw.host,
         "--port", str(gw.port),
@@ -155,23 +168,27 @@ def _render_gateway(config: Config, options: RenderOptions, backend_units: list[
         # Offline: use the bundled cost map instead of fetching one at every start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    return _environment().get_template("gateway.service.j2").render(
-        version=__version__,
-        config_path=escape.plain_value(str(options.config_path)),
-        unit=GATEWAY_UNIT,
-        description="llmctl gateway (LiteLLM proxy)",
-        after=escape.unit_word_list(backend_units),
-        exec_start=escape.exec_line(argv),
-        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
-        unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
-        key_file=escape.plain_value(str(options.paths.gateway_env_file)),
-        secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
-        exec_ready=_ready_gate(options, "gateway", url, None, GATEWAY_START_TIMEOUT - 5),
-        restart_sec=RESTART_SEC,
-        start_timeout=GATEWAY_START_TIMEOUT,
-        stop_timeout=STOP_TIMEOUT,
-        start_limit_interval=START_LIMIT_INTERVAL,
-        start_limit_burst=START_LIMIT_BURST,
+    return (
+        _environment()
+        .get_template("gateway.service.j2")
+        .render(
+            version=__version__,
+            config_path=escape.plain_value(str(options.config_path)),
+            unit=GATEWAY_UNIT,
+            description="llmctl gateway (LiteLLM proxy)",
+            after=escape.unit_word_list(backend_units),
+            exec_start=escape.exec_line(argv),
+            environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+            unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
+            key_file=escape.plain_value(str(options.paths.gateway_env_file)),
+            secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
+            exec_ready=_ready_gate(options, "gateway", url, None, GATEWAY_START_TIMEOUT - 5),
+            restart_sec=RESTART_SEC,
+            start_timeout=GATEWAY_START_TIMEOUT,
+            stop_timeout=STOP_TIMEOUT,
+            start_limit_interval=START_LIMIT_INTERVAL,
+            start_limit_burst=START_LIMIT_BURST,
+        )
     )
 
 
@@ -185,14 +202,16 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
     backend_units = list(units)
     if config.gateway.enabled:
         files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options, backend_units)
-        files["llmctl/gateway.yaml"] = render_gateway_config(
-            config, dict(serving_model_map(config, options))
-        )
+        files["llmctl/gateway.yaml"] = render_gateway_config(config, dict(serving_model_map(config, options)))
         units.append(GATEWAY_UNIT)
-    files[f"{UNIT_SUBDIR}/{TARGET}"] = _environment().get_template("llmctl.target.j2").render(
-        version=__version__,
-        config_path=escape.plain_value(str(options.config_path)),
-        wants=escape.unit_word_list(units),
+    files[f"{UNIT_SUBDIR}/{TARGET}"] = (
+        _environment()
+        .get_template("llmctl.target.j2")
+        .render(
+            version=__version__,
+            config_path=escape.plain_value(str(options.config_path)),
+            wants=escape.unit_word_list(units),
+        )
     )
     return RenderedStack(files=files, units=units)
 

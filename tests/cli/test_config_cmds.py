@@ -1,0 +1,143 @@
+"""validate / render / diff / config show through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmctl import __version__
+from llmctl.cli import main
+from tests.conftest import minimal_config, write_config
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_in_a_real_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llmctl", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"llmctl, version {__version__}"
+
+
+def test_validate_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    code, out, err = run(capsys, "--config", str(path), "validate")
+    assert code == 0
+    assert "valid (1 backends, 1 models, 3 warnings)" in out
+    assert "backends.llama.command: executable '/opt/llama/llama-server' not found" in err
+
+
+def test_validate_strict_fails_on_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    code, _, err = run(capsys, "--config", str(path), "validate", "--strict")
+    assert code == 2
+    assert "warning(s) are errors with --strict" in err
+
+
+def test_validate_bad_config_names_the_field_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = minimal_config()
+    config["backends"]["llama"]["port"] = 99999
+    path = write_config(tmp_path / "c.yaml", config)
+    code, out, err = run(capsys, "--config", str(path), "validate")
+    assert code == 2 and out == ""
+    assert "invalid config (1 problem)" in err
+    assert "backends.llama.port (line 6): Input should be less than or equal to 65535" in err
+
+
+def test_validate_json_error_envelope(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = minimal_config()
+    config["gateway"]["port"] = 8080
+    path = write_config(tmp_path / "c.yaml", config)
+    code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
+    envelope = json.loads(out)
+    assert code == 2
+    assert envelope["llmctl_result_version"] == 1 and envelope["ok"] is False
+    assert envelope["error"]["details"][0].startswith("gateway.port")
+
+
+def test_config_found_through_env_and_xdg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xdg = Path.home() / ".config" / "llmctl" / "llmctl.yaml"
+    xdg.parent.mkdir(parents=True)
+    write_config(xdg, minimal_config())
+    assert run(capsys, "validate")[0] == 0
+    monkeypatch.setenv("LLMCTL_CONFIG", str(tmp_path / "missing.yaml"))
+    code, _, err = run(capsys, "validate")
+    assert code == 2 and "missing.yaml" in err
+
+
+def test_render_out_writes_units_and_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    out_dir = tmp_path / "x"
+    code, out, _ = run(capsys, "--config", str(path), "render", "--out", str(out_dir))
+    assert code == 0
+    names = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    assert names == [
+        "llmctl/gateway.yaml",
+        "systemd/user/llmctl-gateway.service",
+        "systemd/user/llmctl-llama.service",
+        "systemd/user/llmctl.target",
+    ]
+    assert str(out_dir / "llmctl/gateway.yaml") in out
+
+
+def test_render_of_invalid_config_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = minimal_config()
+    config["models"]["tiny"]["backend"] = "nope"
+    path = write_config(tmp_path / "c.yaml", config)
+    out_dir = tmp_path / "x"
+    code, _, _ = run(capsys, "--config", str(path), "render", "--out", str(out_dir))
+    assert code == 2
+    assert not out_dir.exists()
+
+
+def test_render_without_out_stages_and_lists_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    code, out, _ = run(capsys, "--config", str(path), "render", "--json")
+    data = json.loads(out)["data"]
+    staging = Path(data["staging"])
+    assert code == 0
+    assert (staging / "systemd/user/llmctl-llama.service").is_file()
+    assert {c["change"] for c in data["changes"]} == {"added"}
+    # Nothing was installed.
+    assert not (Path.home() / ".config/systemd/user/llmctl-llama.service").exists()
+
+
+def test_diff_shows_installed_differences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    config_home = Path.home() / ".config"
+    assert run(capsys, "--config", str(path), "render", "--out", str(config_home))[0] == 0
+    assert run(capsys, "--config", str(path), "diff", "--exit-code") == (0, "", "")
+    changed = minimal_config()
+    changed["models"]["tiny"]["context"] = 1024
+    write_config(path, changed)
+    code, out, _ = run(capsys, "--config", str(path), "diff", "--exit-code")
+    assert code == 1
+    assert "-ExecStart=/opt/llama/llama-server" in out and "--ctx-size 1024" in out
+
+
+def test_config_show_json_has_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path / "c.yaml", minimal_config())
+    code, out, _ = run(capsys, "--config", str(path), "config", "show", "--json")
+    config = json.loads(out)["data"]["config"]
+    assert code == 0
+    assert config["backends"]["llama"]["host"] == "127.0.0.1"
+    assert config["gateway"]["routing_strategy"] == "simple-shuffle"
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2 and "No such command" in err
