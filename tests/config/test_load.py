@@ -27,7 +27,7 @@ def test_minimal_config_is_valid_and_frozen() -> None:
     assert config.backends["llama"].kind is Kind.LLAMA_SERVER
     assert config.backends["llama"].host == "127.0.0.1"
     with pytest.raises(Exception, match="frozen"):
-        config.backends["llama"].port = 1  # type: ignore[misc]
+        config.backends["llama"].port = 1
 
 
 def test_example_config_is_valid() -> None:

@@ -226,9 +226,10 @@ def field_names(model: type[BaseModel]) -> list[str]:
 
 
 def backend_class(kind: Any) -> type[BackendBase] | None:
-    return {
+    classes: dict[Kind, type[BackendBase]] = {
         Kind.LLAMA_SERVER: LlamaServerBackend,
         Kind.LLAMA_CPP_PYTHON: LlamaCppPythonBackend,
         Kind.VLLM: VllmBackend,
         Kind.OLLAMA: OllamaBackend,
-    }.get(kind)
+    }
+    return classes.get(kind)

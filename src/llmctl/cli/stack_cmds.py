@@ -1,0 +1,231 @@
+"""up, down, restart, status, logs, enable, disable, gateway key."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from llmctl.cli.context import AppContext
+from llmctl.cli.output import emit_json, warn
+from llmctl.errors import ExitCode
+
+if TYPE_CHECKING:
+    from llmctl.stack import StackUnit
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+names_argument = click.argument("names", nargs=-1, metavar="[NAME]...")
+no_wait_option = click.option(
+    "--no-wait", is_flag=True, help="Fail at once if another llmctl holds the lock."
+)
+
+
+class ProgressPrinter:
+    """One updating line per wait on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_plain: dict[str, float] = {}
+        self.last_len = 0
+
+    def __call__(self, unit: StackUnit, detail: str, waited: float) -> None:
+        text = f"waiting for {unit.name}: {detail} ({waited:.1f}s)"
+        if self.tty:
+            click.echo("\r" + text.ljust(self.last_len), nl=False, err=True)
+            self.last_len = len(text)
+            return
+        if waited - self.last_plain.get(unit.name, -10.0) >= 5.0:
+            self.last_plain[unit.name] = waited
+            click.echo(text, err=True)
+
+    def done(self) -> None:
+        if self.tty and self.last_len:
+            click.echo("\r" + " " * self.last_len + "\r", nl=False, err=True)
+            self.last_len = 0
+
+
+def _message(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.command()
+@names_argument
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for each unit (default: its start timeout).",
+)
+@no_wait_option
+@json_option
+@click.pass_obj
+def up(app: AppContext, names: tuple[str, ...], timeout: float | None, no_wait: bool, as_json: bool) -> int:
+    """Install the rendered units and start the stack; return once every backend serves."""
+    from llmctl import lifecycle  # noqa: PLC0415
+
+    loaded = app.load()
+    for problem in loaded.warnings:
+        warn(problem.describe())
+    printer = ProgressPrinter()
+    try:
+        result = lifecycle.up(
+            loaded, app.render(loaded), app.paths, names, timeout=timeout, wait_lock=not no_wait,
+            progress=None if as_json else printer, on_message=_message,
+        )  # fmt: skip
+    finally:
+        printer.done()
+    if as_json:
+        emit_json("up", {
+            "files": [{"path": c.path, "change": c.kind} for c in result.files],
+            "units": [
+                {"unit": o.unit, "action": o.action, "seconds": round(o.seconds, 2)} for o in result.outcomes
+            ],
+        })  # fmt: skip
+        return 0
+    for change in result.files:
+        click.echo(f"{change.kind.value:9} {app.paths.config_home / change.path}")
+    if result.gateway_key_created:
+        click.echo(f"created the gateway key in {app.paths.gateway_env_file} (llmctl gateway key prints it)")
+    for outcome in result.outcomes:
+        timing = f" in {outcome.seconds:.1f}s" if outcome.action in ("started", "restarted") else ""
+        click.echo(f"{outcome.unit}: {outcome.action}{timing}")
+    return 0
+
+
+@click.command()
+@names_argument
+@no_wait_option
+@json_option
+@click.pass_obj
+def down(app: AppContext, names: tuple[str, ...], no_wait: bool, as_json: bool) -> int:
+    """Stop units (all by default, gateway first) and confirm their processes and ports are gone."""
+    from llmctl import lifecycle  # noqa: PLC0415
+    from llmctl.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        loaded = app.load()
+    except ConfigError:
+        if names:
+            raise
+        loaded = None  # a broken config must not stop you from stopping what runs
+    outcomes = lifecycle.down(loaded, app.paths, names, wait_lock=not no_wait, on_message=_message)
+    if as_json:
+        emit_json("down", {"units": [{"unit": o.unit, "was_running": o.was_running} for o in outcomes]})
+        return 0
+    for outcome in outcomes:
+        click.echo(f"{outcome.unit}: {'stopped' if outcome.was_running else 'not running'}")
+    return 0
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--timeout", type=click.FloatRange(min=1))
+@click.pass_obj
+def restart(app: AppContext, names: tuple[str, ...], timeout: float | None) -> int:
+    """Restart units and wait until they serve again."""
+    from llmctl import lifecycle  # noqa: PLC0415
+
+    printer = ProgressPrinter()
+    try:
+        outcomes = lifecycle.restart(
+            app.load(), app.paths, names, timeout=timeout, progress=printer, on_message=_message
+        )
+    finally:
+        printer.done()
+    for outcome in outcomes:
+        click.echo(f"{outcome.unit}: restarted in {outcome.seconds:.1f}s")
+    return 0
+
+
+@click.command()
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until interrupted.")
+@click.pass_obj
+def status(app: AppContext, as_json: bool, watch: bool) -> int:
+    """One row per unit: state, PID, uptime, restarts, health, models, memory, CPU.
+
+    Exit status 0 when everything configured is healthy, 3 when something is not.
+    """
+    from llmctl import status as status_mod  # noqa: PLC0415
+    from llmctl import systemd  # noqa: PLC0415
+
+    loaded = app.load()
+    systemd.require_manager()
+    while True:
+        result = status_mod.collect(loaded.config)
+        if as_json:
+            emit_json("status", result.as_dict(), ok=result.healthy)
+        else:
+            if watch:
+                click.clear()
+            click.echo(status_mod.format_table(result))
+        if not watch:
+            return 0 if result.healthy else int(ExitCode.NOT_RUNNING)
+        time.sleep(2)
+
+
+@click.command()
+@names_argument
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "-n", "--lines", type=int, default=None, help="Show the last N lines (default: 50 unless --since)."
+)
+@click.option(
+    "--since", help="Only lines since this time (journalctl syntax: '10 min ago', '2026-11-23 10:00')."
+)
+@click.pass_obj
+def logs(app: AppContext, names: tuple[str, ...], follow: bool, lines: int | None, since: str | None) -> int:
+    """The journal of the llmctl units (all by default), merged by time."""
+    from llmctl import systemd  # noqa: PLC0415
+    from llmctl.stack import select, stack_units  # noqa: PLC0415
+
+    units = [u.unit for u in select(stack_units(app.load().config), names)]
+    if lines is None and since is None:
+        lines = 50
+    argv = systemd.journal_argv(units, lines=lines, follow=follow, since=since)
+    result = systemd.run(argv, ok_codes=(0, 1, 130), capture=False, timeout=None)
+    return 0 if result.returncode in (0, 130) else int(ExitCode.FAILED)
+
+
+@click.command()
+@click.pass_obj
+def enable(app: AppContext) -> int:
+    """Start the stack at login (and at boot, with lingering)."""
+    from llmctl import autostart  # noqa: PLC0415
+
+    report = autostart.enable(app.paths)
+    click.echo(report.message)
+    if report.linger_hint:
+        warn(report.linger_hint)
+    return 0
+
+
+@click.command()
+@click.pass_obj
+def disable(app: AppContext) -> int:
+    """Stop starting the stack at login. Running units keep running."""
+    from llmctl import autostart  # noqa: PLC0415
+
+    click.echo(autostart.disable(app.paths).message)
+    return 0
+
+
+@click.group("gateway")
+def gateway_group() -> None:
+    """The gateway (LiteLLM proxy)."""
+
+
+@gateway_group.command("key")
+@click.pass_obj
+def gateway_key(app: AppContext) -> int:
+    """Print the gateway's master key (clients send it as the bearer token)."""
+    from llmctl.secrets import read_gateway_key  # noqa: PLC0415
+
+    click.echo(read_gateway_key(app.paths.gateway_env_file))
+    return 0
+
+
+def register(group: click.Group) -> None:
+    for command in (up, down, restart, status, logs, enable, disable, gateway_group):
+        group.add_command(command)

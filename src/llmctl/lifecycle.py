@@ -1,0 +1,285 @@
+"""up, down, restart: install the rendered units and drive them through systemd.
+
+`up` checks everything it can before it writes anything (executables, model files, ports),
+installs only what changed, and starts or restarts only units that are stopped or whose files
+changed, so running it twice does nothing the second time. Backends load in parallel; the
+gateway starts after them. Waiting ends early when a unit fails, and the failure is shown
+with the unit's state and its last journal lines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmctl import procs, systemd
+from llmctl.backends.base import Health, Probe
+from llmctl.config.checks import resolve_executable
+from llmctl.config.load import LoadedConfig
+from llmctl.errors import ExitCode, LlmctlError
+from llmctl.install import ChangeKind, FileChange, apply_changes, compare, installed_llmctl_units
+from llmctl.lock import state_lock
+from llmctl.paths import Paths
+from llmctl.readiness import probe_once
+from llmctl.render.units import TARGET, UNIT_SUBDIR, RenderedStack
+from llmctl.secrets import ensure_gateway_key
+from llmctl.stack import StackUnit, select, stack_units
+
+Progress = Callable[[StackUnit, str, float], None]
+JOURNAL_LINES = 20
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    unit: str
+    action: str  # started | restarted | unchanged | stopped | removed
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class UpResult:
+    outcomes: list[UnitOutcome] = field(default_factory=list)
+    files: list[FileChange] = field(default_factory=list)
+    gateway_key_created: bool = False
+
+
+def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> None:
+    """Refuse before changing anything: missing executables, model files, ports taken."""
+    problems = []
+    for unit in units:
+        if resolve_executable(unit.command) is None:
+            problems.append(f"{unit.name}: executable '{unit.command}' not found")
+        if unit.model_file is not None and not unit.model_file.exists():
+            problems.append(f"{unit.name}: model file {unit.model_file} does not exist")
+        state = states.get(unit.unit)
+        ours = state is not None and state.running
+        if not ours and procs.port_in_use(unit.host, unit.port):
+            owner = procs.port_owner(unit.port) or "another process"
+            problems.append(f"{unit.name}: port {unit.port} is already in use by {owner}")
+    if problems:
+        raise LlmctlError(
+            f"cannot start: {len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was changed",
+            details=problems,
+            hint="Fix the config (llmctl validate --strict) or free the port, then run llmctl up again.",
+            exit_code=ExitCode.USAGE,
+        )
+
+
+def failure_report(unit: StackUnit, why: str) -> LlmctlError:
+    state = systemd.show([unit.unit]).get(unit.unit)
+    details = []
+    if state is not None:
+        details.append(
+            f"{unit.unit}: ActiveState={state.active_state} SubState={state.sub_state} "
+            f"Result={state.result} NRestarts={state.n_restarts}"
+        )
+    lines = systemd.journal_tail(unit.unit, JOURNAL_LINES)
+    if lines:
+        details.append(f"last {len(lines)} journal lines:")
+        details.extend(f"  {line}" for line in lines)
+    return LlmctlError(
+        f"{unit.name} did not become ready: {why}",
+        details=details,
+        hint=f"llmctl logs {unit.name}; systemctl --user status {unit.unit}",
+    )
+
+
+def wait_serving(
+    unit: StackUnit,
+    timeout: float,
+    client: object,
+    progress: Progress | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Wait until systemd says active (its readiness gate passed) and a probe says ok."""
+    start = clock()
+    interval = 0.05
+    seen_activating = False
+    while True:
+        state = systemd.show([unit.unit])[unit.unit]
+        waited = clock() - start
+        if state.active_state == "active":
+            probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
+            if probe.health is Health.OK:
+                return waited
+            detail = probe.detail
+        elif state.active_state == "failed" or (
+            state.active_state == "inactive" and (seen_activating or waited > 2)
+        ):
+            raise failure_report(unit, f"the unit is {state.active_state} ({state.result})")
+        elif state.sub_state == "auto-restart":
+            raise failure_report(unit, "the server exited and systemd is restarting it")
+        else:
+            seen_activating = seen_activating or state.active_state == "activating"
+            probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
+            detail = _loading_detail(probe)
+        if progress is not None:
+            progress(unit, detail, waited)
+        if waited >= timeout:
+            raise failure_report(unit, f"not ready after {waited:.0f} s (last probe: {detail})")
+        time.sleep(interval)
+        interval = min(interval * 2, 0.5)
+
+
+def _loading_detail(probe: Probe) -> str:
+    if probe.health is Health.DOWN and probe.detail == "connection refused":
+        return "starting (not listening yet)"
+    return probe.detail
+
+
+def up(
+    loaded: LoadedConfig,
+    stack: RenderedStack,
+    paths: Paths,
+    names: tuple[str, ...] = (),
+    *,
+    timeout: float | None = None,
+    wait_lock: bool = True,
+    progress: Progress | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> UpResult:
+    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+
+    systemd.require_manager()
+    all_units = stack_units(loaded.config)
+    chosen = select(all_units, names)
+    result = UpResult()
+    with state_lock(paths.state_dir, "up", wait=wait_lock, on_wait=on_message):
+        states = systemd.show([u.unit for u in all_units])
+        _preflight(chosen, states)
+        changes = compare(stack, paths.config_home)
+        changed = {c.path for c in changes if c.kind is not ChangeKind.UNCHANGED}
+        removed = [c.path.rsplit("/", 1)[-1] for c in changes if c.kind is ChangeKind.REMOVED]
+        if removed:
+            # Units whose backend left the config: stop them before their files go.
+            systemd.stop(removed)
+            result.outcomes.extend(UnitOutcome(u, "removed") for u in removed)
+        if any(u.is_gateway for u in chosen):
+            result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
+        apply_changes(changes, paths.config_home)
+        result.files = [c for c in changes if c.kind is not ChangeKind.UNCHANGED]
+        if changed:
+            systemd.daemon_reload()
+        gateway_file_changed = "llmctl/gateway.yaml" in changed
+        plan: list[tuple[StackUnit, str]] = []
+        for unit in chosen:
+            state = states.get(unit.unit)
+            file_changed = f"{UNIT_SUBDIR}/{unit.unit}" in changed or (
+                unit.is_gateway and gateway_file_changed
+            )
+            if state is None or not state.running:
+                plan.append((unit, "started"))
+            elif file_changed:
+                plan.append((unit, "restarted"))
+            else:
+                result.outcomes.append(UnitOutcome(unit.unit, "unchanged"))
+        with httpx.Client(timeout=5.0, trust_env=False) as client:
+            # Backends load in parallel; the gateway goes once they serve.
+            for group in ([p for p in plan if not p[0].is_gateway], [p for p in plan if p[0].is_gateway]):
+                if not group:
+                    continue
+                systemd.reset_failed([u.unit for u, _ in group])
+                for unit, action in group:
+                    (systemd.restart if action == "restarted" else systemd.start)([unit.unit], block=False)
+                for unit, action in group:
+                    waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
+                    result.outcomes.append(UnitOutcome(unit.unit, action, waited))
+        if not names:
+            # Marks the target active, so stopping it by hand stops the stack (PartOf=).
+            systemd.start([TARGET], block=False)
+    return result
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    unit: str
+    was_running: bool
+    leftover_pids: tuple[int, ...] = ()
+    port_busy: bool = False
+
+
+def down(
+    loaded: LoadedConfig | None,
+    paths: Paths,
+    names: tuple[str, ...] = (),
+    *,
+    wait_lock: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> list[StopOutcome]:
+    """Stop units (all llmctl units, gateway first, by default) and confirm they are gone."""
+    systemd.require_manager()
+    configured = stack_units(loaded.config) if loaded is not None else []
+    if names:
+        chosen = [(u.unit, u.host, u.port) for u in select(configured, names)]
+    else:
+        installed = [rel.rsplit("/", 1)[-1] for rel in installed_llmctl_units(paths.config_home)]
+        by_unit = {u.unit: u for u in configured}
+        ordered = [u.unit for u in configured] + [u for u in installed if u not in by_unit and u != TARGET]
+        chosen = [(u, by_unit[u].host, by_unit[u].port) if u in by_unit else (u, "", 0) for u in ordered]
+    chosen.reverse()  # the gateway before the backends it routes to
+    outcomes = []
+    with state_lock(paths.state_dir, "down", wait=wait_lock, on_wait=on_message):
+        states = systemd.show([u for u, _, _ in chosen])
+        if not names:
+            systemd.stop([TARGET])
+        for unit, host, port in chosen:
+            state = states.get(unit)
+            pids = procs.cgroup_pids(state.control_group) if state and state.running else []
+            systemd.stop([unit])
+            leftover = _wait_gone(pids)
+            busy = bool(port) and procs.port_in_use(host, port)
+            outcomes.append(StopOutcome(unit, bool(state and state.running), tuple(leftover), busy))
+    bad = [o for o in outcomes if o.leftover_pids or o.port_busy]
+    if bad:
+        raise LlmctlError(
+            "stopped, but not everything is gone",
+            details=[
+                f"{o.unit}: "
+                + ", ".join(
+                    ([f"processes still alive: {list(o.leftover_pids)}"] if o.leftover_pids else [])
+                    + (["its port is still bound"] if o.port_busy else [])
+                )
+                for o in bad
+            ],
+            hint="A process may have left its cgroup; check with `ss -ltnp` and `ps`.",
+        )
+    return outcomes
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = procs.alive(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = procs.alive(left)
+    return left
+
+
+def restart(
+    loaded: LoadedConfig,
+    paths: Paths,
+    names: tuple[str, ...],
+    *,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> list[UnitOutcome]:
+    import httpx  # noqa: PLC0415
+
+    systemd.require_manager()
+    chosen = select(stack_units(loaded.config), names)
+    outcomes = []
+    with (
+        state_lock(paths.state_dir, "restart", on_wait=on_message),
+        httpx.Client(timeout=5.0, trust_env=False) as client,
+    ):
+        systemd.reset_failed([u.unit for u in chosen])
+        for unit in chosen:
+            systemd.restart([unit.unit], block=False)
+        for unit in chosen:
+            waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
+            outcomes.append(UnitOutcome(unit.unit, "restarted", waited))
+    return outcomes

@@ -1,0 +1,90 @@
+"""Processes and ports: who is in a unit's cgroup, and who holds a port."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def cgroup_pids(control_group: str) -> list[int]:
+    """PIDs whose cgroup is `control_group` (as systemd reports it) or below it."""
+    if not control_group:
+        return []
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            lines = (proc_dir / "cgroup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            path = line.split(":", 2)[-1]
+            # The path is relative to our cgroup namespace; systemd's may carry a longer prefix.
+            if path == control_group or path.endswith(control_group) or path.startswith(control_group + "/"):
+                pids.append(int(proc_dir.name))
+                break
+    return sorted(pids)
+
+
+@dataclass(frozen=True)
+class Usage:
+    rss_bytes: int
+    cpu_seconds: float
+    pids: tuple[int, ...]
+
+
+def usage(pids: list[int]) -> Usage:
+    rss = 0
+    cpu = 0.0
+    alive = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                rss += proc.memory_info().rss
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+            alive.append(pid)
+        except psutil.Error:
+            continue
+    return Usage(rss, cpu, tuple(alive))
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return out
+
+
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def port_owner(port: int) -> str | None:
+    """'name (pid N)' of a process listening on port, if this user can see it."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            try:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    return None

@@ -1,0 +1,103 @@
+"""The units llmctl manages, as one list: what each is, where it listens, what it serves."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmctl.backends import adapter_for
+from llmctl.backends.base import base_url
+from llmctl.config.checks import classify_source
+from llmctl.config.schema import Config
+from llmctl.errors import ExitCode, LlmctlError
+from llmctl.render.units import GATEWAY_NAME, GATEWAY_START_TIMEOUT, GATEWAY_UNIT, unit_name
+
+GATEWAY_KIND = "gateway"
+
+
+@dataclass(frozen=True)
+class StackUnit:
+    name: str  # backend name, or "gateway"
+    unit: str
+    kind: str  # a backend Kind value, or "gateway"
+    host: str
+    port: int
+    model: str | None  # model id it must serve (one-model backends)
+    models: tuple[str, ...]  # every model id it routes or can serve
+    start_timeout: int
+    command: str
+    model_file: Path | None  # a GGUF or directory that must exist before starting
+
+    @property
+    def url(self) -> str:
+        return base_url(self.host, self.port)
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == GATEWAY_KIND
+
+
+def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[StackUnit]:
+    """Backends (sorted by name), then the gateway: the order `up` starts them in."""
+    serving = serving or {}
+    units = []
+    for name in sorted(config.backends):
+        backend = config.backends[name]
+        adapter = adapter_for(backend.kind)
+        model_id = serving.get(name) or getattr(backend, "model", None)
+        model = config.models.get(model_id) if model_id else None
+        model_file = None
+        if model is not None and model.source and classify_source(model.source) in ("gguf", "directory"):
+            model_file = Path(model.source).expanduser()
+        units.append(
+            StackUnit(
+                name=name,
+                unit=unit_name(name),
+                kind=backend.kind.value,
+                host=backend.host,
+                port=backend.port,
+                model=None if adapter.serves_many else model_id,
+                models=tuple(sorted(config.models_of(name)))
+                if adapter.serves_many
+                else tuple(filter(None, [model_id])),
+                start_timeout=backend.start_timeout or adapter.default_start_timeout,
+                command=backend.command,
+                model_file=model_file,
+            )
+        )
+    if config.gateway.enabled:
+        gw = config.gateway
+        units.append(
+            StackUnit(
+                name=GATEWAY_NAME,
+                unit=GATEWAY_UNIT,
+                kind=GATEWAY_KIND,
+                host=gw.host,
+                port=gw.port,
+                model=None,
+                models=(),
+                start_timeout=GATEWAY_START_TIMEOUT,
+                command=gw.command,
+                model_file=None,
+            )
+        )
+    return units
+
+
+def select(units: list[StackUnit], names: tuple[str, ...]) -> list[StackUnit]:
+    """The units named (backend names, 'gateway', or unit names), in stack order."""
+    if not names:
+        return units
+    by_name = {u.name: u for u in units} | {u.unit: u for u in units}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        known = [u.name for u in units]
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise LlmctlError(
+            f"no backend or gateway named {unknown[0]!r} in the config",
+            hint=(f"did you mean '{close[0]}'? " if close else "") + f"known: {', '.join(known)}",
+            exit_code=ExitCode.USAGE,
+        )
+    wanted = {by_name[n].unit for n in names}
+    return [u for u in units if u.unit in wanted]

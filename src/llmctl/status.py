@@ -1,0 +1,163 @@
+"""`llmctl status`: one row per unit, from one `systemctl show` and parallel health probes.
+
+JSON (data of the result envelope, STATUS_SCHEMA_VERSION bumps on incompatible change):
+    {"schema": 1, "healthy": bool, "units": [{"name", "unit", "kind", "active_state",
+     "sub_state", "main_pid", "uptime_s", "restarts", "health", "health_detail",
+     "probe_latency_ms", "models", "port", "rss_bytes", "cpu_seconds", "gpu_memory_bytes"}]}
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from llmctl import procs, systemd
+from llmctl.backends.base import Health, Probe
+from llmctl.config.schema import Config
+from llmctl.readiness import probe_once
+from llmctl.stack import StackUnit, stack_units
+
+STATUS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    name: str
+    unit: str
+    kind: str
+    active_state: str
+    sub_state: str
+    main_pid: int | None
+    uptime_s: float | None
+    restarts: int
+    health: str
+    health_detail: str
+    probe_latency_ms: float | None
+    models: list[str]
+    port: int
+    rss_bytes: int | None
+    cpu_seconds: float | None
+    gpu_memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    units: list[UnitStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return all(u.health == Health.OK for u in self.units)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "schema": STATUS_SCHEMA_VERSION,
+            "healthy": self.healthy,
+            "units": [asdict(u) for u in self.units],
+        }
+
+
+def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | None) -> tuple[Health, str]:
+    if state is None or not state.exists:
+        return Health.DOWN, "not installed (run llmctl up)"
+    if state.active_state in ("inactive", "failed"):
+        return Health.DOWN, f"{state.active_state} ({state.result})"
+    if probe is None:
+        return Health.UNKNOWN, "not probed"
+    if state.active_state == "activating" and probe.health is not Health.OK:
+        return Health.LOADING, probe.detail
+    return probe.health, probe.detail
+
+
+def collect(config: Config, *, probe_timeout: float = 3.0) -> StackStatus:
+    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+
+    units = stack_units(config)
+    states = systemd.show([u.unit for u in units])
+    to_probe = [u for u in units if (s := states.get(u.unit)) is not None and s.running]
+    with (
+        httpx.Client(timeout=probe_timeout, trust_env=False) as client,
+        ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
+    ):
+        futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
+        probes = {unit: future.result() for unit, future in futures.items()}
+    now_us = time.monotonic_ns() // 1000
+    rows = []
+    for unit in units:
+        state = states.get(unit.unit)
+        probe = probes.get(unit.unit)
+        health, detail = _health(unit, state, probe)
+        running = state is not None and state.running
+        use = procs.usage(procs.cgroup_pids(state.control_group)) if running and state else None
+        uptime = (
+            (now_us - state.active_since_monotonic_us) / 1e6
+            if state and state.active_state == "active" and state.active_since_monotonic_us
+            else None
+        )
+        served = list(probe.models) if probe and probe.models else list(unit.models)
+        rows.append(
+            UnitStatus(
+                name=unit.name,
+                unit=unit.unit,
+                kind=unit.kind,
+                active_state=state.active_state if state else "not-found",
+                sub_state=state.sub_state if state else "",
+                main_pid=state.main_pid or None if state else None,
+                uptime_s=round(uptime, 1) if uptime is not None else None,
+                restarts=state.n_restarts if state else 0,
+                health=health.value,
+                health_detail=detail,
+                probe_latency_ms=round(probe.latency_ms, 1)
+                if probe and probe.latency_ms is not None
+                else None,
+                models=served,
+                port=unit.port,
+                rss_bytes=use.rss_bytes if use else None,
+                cpu_seconds=round(use.cpu_seconds, 2) if use else None,
+                gpu_memory_bytes=None,  # filled from NVML once GPU support lands
+            )
+        )
+    return StackStatus(rows)
+
+
+def _human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return "-"
+
+
+def _human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_table(status: StackStatus) -> str:
+    headers = ["NAME", "KIND", "STATE", "PID", "UP", "RESTARTS", "HEALTH", "PORT", "RSS", "CPU", "MODELS"]
+    rows = []
+    for u in status.units:
+        latency = (
+            f" {u.probe_latency_ms:.0f}ms" if u.probe_latency_ms is not None and u.health == "ok" else ""
+        )
+        rows.append([
+            u.name, u.kind, f"{u.active_state}/{u.sub_state}" if u.sub_state else u.active_state,
+            str(u.main_pid or "-"), _human_duration(u.uptime_s), str(u.restarts), u.health + latency,
+            str(u.port), _human_bytes(u.rss_bytes),
+            f"{u.cpu_seconds:.1f}s" if u.cpu_seconds is not None else "-",
+            ",".join(u.models) or "-",
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]
+    ]
+    problems = [f"  {u.name}: {u.health_detail}" for u in status.units if u.health != "ok"]
+    return "\n".join(lines + (["", "not healthy:", *problems] if problems else []))

@@ -1,0 +1,226 @@
+"""Every `systemctl --user` and `journalctl` call llmctl makes goes through this module.
+
+argv lists only, never a shell string. A failing call is logged in a form you can paste
+into a shell. "Inactive" answers (exit 3 from is-active, say) are answers, not failures: the
+caller says which exit codes are fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from llmctl.errors import ExitCode, LlmctlError
+
+log = logging.getLogger(__name__)
+
+SHOW_PROPERTIES = (
+    "Id", "LoadState", "ActiveState", "SubState", "MainPID", "NRestarts", "Result",
+    "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestampMonotonic", "ControlGroup",
+    "UnitFileState", "StatusText",
+)  # fmt: skip
+
+NO_MANAGER_HINT = (
+    "systemctl --user needs your user manager: log in normally (not via plain su/sudo), or "
+    "check that XDG_RUNTIME_DIR is set (usually /run/user/$UID). For services that run without "
+    "a login session: loginctl enable-linger $USER."
+)
+
+
+@dataclass(frozen=True)
+class UnitState:
+    unit: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    main_pid: int
+    n_restarts: int
+    result: str
+    control_group: str
+    active_since_monotonic_us: int
+    unit_file_state: str
+
+    @property
+    def exists(self) -> bool:
+        return self.load_state not in ("not-found", "")
+
+    @property
+    def running(self) -> bool:
+        return self.active_state in ("active", "activating", "reloading", "deactivating")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    ok_codes: Iterable[int] = (0,),
+    capture: bool = True,
+    timeout: float | None = 120,
+) -> subprocess.CompletedProcess[str]:
+    log.debug("+ %s", shlex.join(argv))
+    try:
+        result = subprocess.run(list(argv), capture_output=capture, text=True, check=False, timeout=timeout)
+    except FileNotFoundError:
+        raise LlmctlError(
+            f"{argv[0]} not found",
+            hint="llmctl needs systemd (systemctl, journalctl) on PATH.",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise LlmctlError(f"`{shlex.join(argv)}` did not finish within {timeout} s") from None
+    if result.returncode not in set(ok_codes):
+        stderr = (result.stderr or "").strip()
+        if _manager_unreachable(stderr):
+            raise LlmctlError(
+                "no systemd user manager is reachable", hint=NO_MANAGER_HINT, exit_code=ExitCode.FAILED
+            )
+        raise LlmctlError(
+            f"`{shlex.join(argv)}` failed with exit status {result.returncode}"
+            + (f": {stderr}" if stderr else ""),
+        )
+    return result
+
+
+def _manager_unreachable(stderr: str) -> bool:
+    markers = ("Failed to connect to bus", "Failed to connect to user scope bus", "$DBUS_SESSION_BUS_ADDRESS")
+    return any(marker in stderr for marker in markers)
+
+
+def systemctl(
+    *args: str, ok_codes: Iterable[int] = (0,), timeout: float | None = 120
+) -> subprocess.CompletedProcess[str]:
+    return run(["systemctl", "--user", *args], ok_codes=ok_codes, timeout=timeout)
+
+
+def manager_reachable() -> bool:
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        return False
+    try:
+        result = subprocess.run(
+            ["systemctl", "--user", "is-system-running"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    # "running", "degraded", "starting"... all mean a manager answered; "offline" or a bus
+    # error means none did.
+    return result.stdout.strip() not in ("", "offline", "unknown")
+
+
+def require_manager() -> None:
+    if not manager_reachable():
+        raise LlmctlError(
+            "no systemd user manager is reachable"
+            + ("" if os.environ.get("XDG_RUNTIME_DIR") else " (XDG_RUNTIME_DIR is not set)"),
+            hint=NO_MANAGER_HINT,
+        )
+
+
+def daemon_reload() -> None:
+    systemctl("daemon-reload")
+
+
+def start(units: Sequence[str], *, block: bool = True, timeout: float | None = None) -> None:
+    if units:
+        systemctl("start", *([] if block else ["--no-block"]), *units, timeout=timeout)
+
+
+def stop(units: Sequence[str], *, timeout: float | None = 300) -> None:
+    if units:
+        systemctl("stop", *units, timeout=timeout)
+
+
+def restart(units: Sequence[str], *, block: bool = True, timeout: float | None = None) -> None:
+    if units:
+        systemctl("restart", *([] if block else ["--no-block"]), *units, timeout=timeout)
+
+
+def reset_failed(units: Sequence[str]) -> None:
+    if units:
+        systemctl("reset-failed", *units, ok_codes=(0, 1))
+
+
+def enable(units: Sequence[str]) -> None:
+    systemctl("enable", *units)
+
+
+def disable(units: Sequence[str]) -> None:
+    systemctl("disable", *units)
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def show(units: Sequence[str]) -> dict[str, UnitState]:
+    """State of many units in one `systemctl show` call."""
+    if not units:
+        return {}
+    result = systemctl("show", "--property=" + ",".join(SHOW_PROPERTIES), *units)
+    states: dict[str, UnitState] = {}
+    # One block of Key=Value lines per unit, separated by a blank line, in argument order.
+    for block in result.stdout.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        unit = props.get("Id", "")
+        if not unit:
+            continue
+        states[unit] = UnitState(
+            unit=unit,
+            load_state=props.get("LoadState", ""),
+            active_state=props.get("ActiveState", ""),
+            sub_state=props.get("SubState", ""),
+            main_pid=_int(props.get("MainPID", "0")),
+            n_restarts=_int(props.get("NRestarts", "0")),
+            result=props.get("Result", ""),
+            control_group=props.get("ControlGroup", ""),
+            active_since_monotonic_us=_int(props.get("ActiveEnterTimestampMonotonic", "0")),
+            unit_file_state=props.get("UnitFileState", ""),
+        )
+    return states
+
+
+def journal_argv(
+    units: Sequence[str],
+    *,
+    lines: int | None = None,
+    follow: bool = False,
+    since: str | None = None,
+    output: str = "short-iso",
+) -> list[str]:
+    """journalctl for these units, merged by time.
+
+    A user unit's output is filed under _SYSTEMD_USER_UNIT on a desktop, but under
+    _SYSTEMD_UNIT when the user manager is not below user@.service (a manager run by root in
+    a container, say); the manager's own messages about a unit carry USER_UNIT. Matching all
+    three finds the lines wherever journald put them.
+    """
+    argv = ["journalctl", "--no-pager", "-o", output]
+    if lines is not None:
+        argv += ["-n", str(lines)]
+    if follow:
+        argv.append("-f")
+    if since:
+        argv += ["--since", since]
+    matches: list[str] = []
+    for unit in units:
+        for field in ("_SYSTEMD_USER_UNIT", "_SYSTEMD_UNIT", "USER_UNIT"):
+            if matches:
+                matches.append("+")
+            matches.append(f"{field}={unit}")
+    return argv + matches
+
+
+def journal_tail(unit: str, lines: int = 20) -> list[str]:
+    try:
+        result = run(journal_argv([unit], lines=lines, output="cat"), ok_codes=(0, 1), timeout=30)
+    except LlmctlError:
+        return []
+    return [line for line in result.stdout.splitlines() if line.strip()]
