@@ -1,0 +1,292 @@
+"""The integration harness itself: the private user manager, its journal, and the real servers.
+
+If these fail, every other integration test is suspect; they say what the environment is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import (
+    WITH_USER_MANAGER,
+    Provisioned,
+    UserManager,
+    read_env_file,
+    unavailable,
+)
+
+
+def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemctl", "--user", *args], capture_output=True, text=True, timeout=60, check=check
+    )
+
+
+def journal(unit: str) -> str:
+    """A unit's log lines, filed under _SYSTEMD_UNIT (root's private manager, as here) or
+    _SYSTEMD_USER_UNIT (a desktop user's manager)."""
+    matches = [f"_SYSTEMD_UNIT={unit}.service", "+", f"_SYSTEMD_USER_UNIT={unit}.service"]
+    proc = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", *matches],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.stdout
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def transient_service(prefix: str, argv: list[str]) -> Iterator[str]:
+    """Run argv as a transient user service; stop it (and forget it) afterwards."""
+    unit = unique(prefix)
+    # Type=exec: systemd-run returns once the binary was executed, and fails if it could not be.
+    systemctl_run = ["systemd-run", "--user", "--quiet", "--unit", unit, "-p", "Type=exec"]
+    subprocess.run([*systemctl_run, "--", *argv], check=True, timeout=60)
+    try:
+        yield unit
+    finally:
+        systemctl("stop", f"{unit}.service", check=False)
+        systemctl("reset-failed", f"{unit}.service", check=False)
+
+
+def wait_http_200(client: httpx.Client, path: str, unit: str, timeout: float) -> httpx.Response:
+    """Poll GET path until 200; fail early, with the unit's log, if the unit stops."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        state = systemctl("is-active", f"{unit}.service", check=False).stdout.strip()
+        if state not in ("active", "activating"):
+            pytest.fail(f"{unit} is {state} before {path} answered 200; log:\n{journal(unit)}")
+        try:
+            response = client.get(path)
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        else:
+            if response.status_code == 200:
+                return response
+            last = f"{response.status_code} {response.text[:200]}"
+        time.sleep(0.1)
+    pytest.fail(f"{path} not 200 within {timeout}s (last: {last}); log:\n{journal(unit)}")
+
+
+def assert_port_free(port: int) -> None:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on {port}"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))  # raises if the port is still taken
+
+
+def chat(client: httpx.Client) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4}
+    return client.post("/v1/chat/completions", json=body, timeout=60)
+
+
+# --- the private user manager ------------------------------------------------------------------
+
+
+def test_transient_unit_runs_in_the_manager_and_logs_to_the_journal(
+    user_manager: UserManager,
+) -> None:
+    marker = unique("hello-from-the-harness")
+    script = f'echo {marker}; echo "config=$XDG_CONFIG_HOME"'
+    with transient_service("harness-echo", ["/bin/sh", "-c", f"{script}; sleep 60"]) as unit:
+        cgroup = systemctl("show", "-p", "ControlGroup", "--value", f"{unit}.service").stdout
+        assert cgroup.strip().endswith(f"/app.slice/{unit}.service")
+        wait_for(f"{marker} in the journal", lambda: marker in journal(unit), timeout=10)
+        # journalctl -u finds it: as root, journald files it under _SYSTEMD_UNIT.
+        by_unit = subprocess.run(
+            ["journalctl", "--no-pager", "-o", "cat", "-u", unit],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+        assert marker in by_unit
+        # The manager hands its own XDG_CONFIG_HOME (the private one) to its services.
+        assert f"config={user_manager.config_home}" in by_unit
+    assert systemctl("is-active", f"{unit}.service", check=False).stdout.strip() != "active"
+
+
+def test_units_come_from_private_config_home(user_manager: UserManager, tmp_path: Path) -> None:
+    assert user_manager.config_home != Path.home() / ".config"
+    assert os.environ.get("LLMCTL_PRIVATE_USER_MANAGER") == "1"
+    unit = unique("harness-file")
+    path = user_manager.unit_dir / f"{unit}.service"
+    ran = tmp_path / "ran"
+    path.write_text(f"[Service]\nType=oneshot\nExecStart=/bin/touch {ran}\n")
+    try:
+        systemctl("daemon-reload")
+        fragment = systemctl("show", "-p", "FragmentPath", "--value", f"{unit}.service").stdout
+        assert fragment.strip() == str(path)
+        systemctl("start", f"{unit}.service")  # a oneshot: returns when it has run
+        assert ran.exists()
+    finally:
+        path.unlink()
+        systemctl("daemon-reload")
+
+
+def test_short_lived_output_is_found_by_syslog_identifier(user_manager: UserManager) -> None:
+    """journald learns a process's unit from /proc/PID/cgroup; when the process has exited by
+    then, the line has no _SYSTEMD_UNIT/_SYSTEMD_USER_UNIT (seen often here for a unit that
+    prints and exits at once). SYSLOG_IDENTIFIER comes from the manager's stream header and is
+    always there: a server that dies at start-up is still found by its SyslogIdentifier=."""
+    for _ in range(5):
+        unit, identifier = unique("harness-short"), unique("llmctl-harness")
+        argv = ["systemd-run", "--user", "--quiet", "--unit", unit, "-p", "Type=exec"]
+        argv += ["-p", f"SyslogIdentifier={identifier}", "-p", "Type=oneshot", "--collect"]
+        argv += ["--", "/bin/sh", "-c", f"echo {identifier}-said; exit 3"]
+        subprocess.run(argv, check=False, timeout=60, capture_output=True)
+
+        def found(ident: str = identifier) -> bool:
+            by_identifier = subprocess.run(
+                ["journalctl", "--no-pager", "-o", "cat", "-t", ident],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            return f"{ident}-said" in by_identifier.stdout
+
+        wait_for(f"{identifier}'s line", found, timeout=10)
+
+
+# --- scripts/with-user-manager, nested inside this one ----------------------------------------
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        unavailable("scripts/with-user-manager needs root")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return not stat.rpartition(")")[2].strip().startswith("Z")
+
+
+def test_wrapper_propagates_the_status_and_leaves_nothing_behind() -> None:
+    require_root()
+    seconds = 600_000 + os.getpid() % 100_000  # a sleep nobody else runs
+    script = (
+        'echo "$XDG_RUNTIME_DIR"; systemctl --user is-system-running;'
+        f" systemd-run --user --quiet sleep {seconds};"  # a unit, stopped by the teardown
+        f" sleep {seconds + 1} &"  # a leaked process, killed by the teardown
+        " exit 3"
+    )
+    wrapper = [str(WITH_USER_MANAGER), "--", "sh", "-c", script]
+    proc = subprocess.run(wrapper, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3, proc.stderr
+    runtime_dir, state = proc.stdout.split()
+    assert state == "running"
+    assert not Path(runtime_dir).parent.exists(), "the private root was not removed"
+    match = re.search(r"\(pid (\d+), cgroup /(\S+),", proc.stderr)
+    assert match, proc.stderr
+    assert not alive(int(match[1])), "the manager is still running"
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{match[2]}")), "its cgroup is still there"
+    assert "killing leftover process" in proc.stderr
+    pgrep = ["pgrep", "-f", f"^sleep {seconds}"]
+    leftovers = subprocess.run(pgrep, capture_output=True, check=False, timeout=30)
+    assert leftovers.returncode == 1, leftovers.stdout
+
+
+def test_wrapper_detach_enter_stop(tmp_path: Path) -> None:
+    require_root()
+    state_dir = tmp_path / "state"
+    detach = [str(WITH_USER_MANAGER), "--detach", "--state-dir", str(state_dir)]
+    subprocess.run(detach, check=True, timeout=60)
+    try:
+        env = read_env_file(state_dir / "env")
+        manager, holder = int(env["WUM_MANAGER_PID"]), int(env["WUM_HOLDER_PID"])
+        assert alive(manager)
+        script = 'systemctl --user is-system-running; echo "$XDG_CONFIG_HOME"; pwd'
+        entered = subprocess.run(
+            [WITH_USER_MANAGER, "--enter", state_dir, "--", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=tmp_path,
+        )
+        assert entered.stdout.split() == ["running", env["XDG_CONFIG_HOME"], str(tmp_path)]
+    finally:
+        subprocess.run([WITH_USER_MANAGER, "--stop", state_dir], check=True, timeout=120)
+    assert not alive(manager)
+    assert not alive(holder)
+    assert not Path(env["WUM_ROOT"]).exists()
+    assert not (state_dir / "env").exists()
+
+
+# --- the real servers on the smoke model ------------------------------------------------------
+
+
+def test_llama_server_serves_the_smoke_model(
+    user_manager: UserManager,
+    provisioned: Provisioned,
+    smoke_model: Path,
+    free_port: Callable[[], int],
+) -> None:
+    port = free_port()
+    argv = [str(provisioned.llama_server), "-m", str(smoke_model)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "-c", "256", "-ngl", "0"]
+    with (
+        transient_service("harness-llama-server", argv) as unit,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as client,
+    ):
+        wait_http_200(client, "/health", unit, timeout=60)
+        response = chat(client)
+        assert response.status_code == 200, response.text
+        choices = response.json()["choices"]
+        assert isinstance(choices, list)
+        assert choices
+    assert_port_free(port)
+
+
+def test_llama_cpp_python_serves_the_smoke_model(
+    user_manager: UserManager,
+    provisioned: Provisioned,
+    smoke_model: Path,
+    free_port: Callable[[], int],
+) -> None:
+    port = free_port()
+    argv = [str(provisioned.llama_cpp_python), "-m", "llama_cpp.server"]
+    argv += ["--model", str(smoke_model), "--host", "127.0.0.1", "--port", str(port)]
+    with (
+        transient_service("harness-llama-cpp-python", argv) as unit,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as client,
+    ):
+        models = wait_http_200(client, "/v1/models", unit, timeout=60).json()
+        assert [m["id"] for m in models["data"]] == [str(smoke_model)]
+        response = chat(client)
+        assert response.status_code == 200, response.text
+        choices = response.json()["choices"]
+        assert isinstance(choices, list)
+        assert choices
+    assert_port_free(port)
