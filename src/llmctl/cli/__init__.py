@@ -32,9 +32,9 @@ def cli(ctx: click.Context, config_option: str | None) -> None:
 
 
 def _register() -> None:
-    from llmctl.cli import config_cmds, model_cmds, ready_cmd, stack_cmds  # noqa: PLC0415
+    from llmctl.cli import config_cmds, gateway_cmds, model_cmds, ready_cmd, stack_cmds  # noqa: PLC0415
 
-    for module in (config_cmds, stack_cmds, model_cmds, ready_cmd):
+    for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd):
         module.register(cli)
 
 

@@ -36,7 +36,7 @@ class ProgressPrinter:
             click.echo("\r" + text.ljust(self.last_len), nl=False, err=True)
             self.last_len = len(text)
             return
-        if waited - self.last_plain.get(unit.name, -10.0) >= 5.0:
+        if waited - self.last_plain.get(unit.name, -4.0) >= 5.0:
             self.last_plain[unit.name] = waited
             click.echo(text, err=True)
 
@@ -211,21 +211,6 @@ def disable(app: AppContext) -> int:
     return 0
 
 
-@click.group("gateway")
-def gateway_group() -> None:
-    """The gateway (LiteLLM proxy)."""
-
-
-@gateway_group.command("key")
-@click.pass_obj
-def gateway_key(app: AppContext) -> int:
-    """Print the gateway's master key (clients send it as the bearer token)."""
-    from llmctl.secrets import read_gateway_key  # noqa: PLC0415
-
-    click.echo(read_gateway_key(app.paths.gateway_env_file))
-    return 0
-
-
 def register(group: click.Group) -> None:
-    for command in (up, down, restart, status, logs, enable, disable, gateway_group):
+    for command in (up, down, restart, status, logs, enable, disable):
         group.add_command(command)
