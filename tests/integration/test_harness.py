@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.integration.conftest import (
     WITH_USER_MANAGER,
     Provisioned,
@@ -247,14 +248,8 @@ def test_wrapper_detach_enter_stop(tmp_path: Path) -> None:
 # --- the real servers on the smoke model ------------------------------------------------------
 
 
-def test_llama_server_serves_the_smoke_model(
-    user_manager: UserManager,
-    provisioned: Provisioned,
-    smoke_model: Path,
-    free_port: Callable[[], int],
-) -> None:
-    port = free_port()
-    argv = [str(provisioned.llama_server), "-m", str(smoke_model)]
+def serve_with_llama_server(server: Path, model: Path, port: int) -> None:
+    argv = [str(server), "-m", str(model)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "-c", "256", "-ngl", "0"]
     with (
         transient_service("harness-llama-server", argv) as unit,
@@ -267,6 +262,35 @@ def test_llama_server_serves_the_smoke_model(
         assert isinstance(choices, list)
         assert choices
     assert_port_free(port)
+
+
+def test_llama_server_serves_the_smoke_model(
+    user_manager: UserManager,
+    provisioned: Provisioned,
+    smoke_model: Path,
+    free_port: Callable[[], int],
+) -> None:
+    serve_with_llama_server(provisioned.llama_server, smoke_model, free_port())
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        SmokeShape(weight_type="f16"),
+        SmokeShape(weight_type="q8_0"),
+        SmokeShape(embedding=128, heads=8, kv_heads=2, feed_forward=256, weight_type="q4_0"),
+    ],
+    ids=["f16", "q8_0", "q4_0-gqa"],
+)
+def test_llama_server_loads_the_other_smoke_shapes(
+    user_manager: UserManager,
+    provisioned: Provisioned,
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    shape: SmokeShape,
+) -> None:
+    model = write_smoke_model(tmp_path / "smoke.gguf", shape)
+    serve_with_llama_server(provisioned.llama_server, model, free_port())
 
 
 def test_llama_cpp_python_serves_the_smoke_model(
