@@ -1,0 +1,50 @@
+"""`llmctl status --json` for 6 running units against `systemctl --user show` of the same units.
+
+Runs inside a systemd user manager (bench/run uses the private one). Starts six llama-server
+backends on the smoke model through `llmctl up`, then times both commands side by side.
+status does more than show: it probes each backend's health over HTTP (in parallel) and reads
+each unit's cgroup for RSS and CPU; the ratio says what that costs over the bare query.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from abtime import compare  # noqa: E402
+
+BACKENDS = 6
+
+
+def main() -> int:
+    llama_server = os.environ["LLMCTL_TEST_LLAMA_SERVER"]
+    work = Path(tempfile.mkdtemp(prefix="llmctl-bench-"))
+    model = work / "smoke.gguf"
+    llmctl = [sys.executable, "-m", "llmctl"]
+    subprocess.run([*llmctl, "model", "smoke", str(model)], check=True, stdout=subprocess.DEVNULL)
+    backends = {
+        f"b{i}": {"kind": "llama-server", "command": llama_server, "port": 18100 + i, "model": f"m{i}", "gpus": []}
+        for i in range(BACKENDS)
+    }
+    models = {f"m{i}": {"backend": f"b{i}", "source": str(model), "context": 256} for i in range(BACKENDS)}
+    config = work / "llmctl.yaml"
+    config.write_text(yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}}))
+    base = [*llmctl, "--config", str(config)]
+    subprocess.run([*base, "up"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        units = [f"llmctl-b{i}.service" for i in range(BACKENDS)]
+        show = ["systemctl", "--user", "show", "--property=ActiveState,SubState,MainPID,NRestarts", *units]
+        print(compare([*base, "status", "--json"], show, runs=20).report())
+    finally:
+        subprocess.run([*base, "down"], check=True, stdout=subprocess.DEVNULL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
