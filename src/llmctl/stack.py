@@ -11,6 +11,7 @@ from llmctl.backends.base import base_url
 from llmctl.config.checks import classify_source
 from llmctl.config.schema import Config
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.render.gateway import routed_models
 from llmctl.render.units import GATEWAY_NAME, GATEWAY_START_TIMEOUT, GATEWAY_UNIT, unit_name
 
 GATEWAY_KIND = "gateway"
@@ -41,11 +42,14 @@ class StackUnit:
 def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[StackUnit]:
     """Backends (sorted by name), then the gateway: the order `up` starts them in."""
     serving = serving or {}
+    serving_map: dict[str, str] = {}
     units = []
     for name in sorted(config.backends):
         backend = config.backends[name]
         adapter = adapter_for(backend.kind)
         model_id = serving.get(name) or getattr(backend, "model", None)
+        if model_id is not None:
+            serving_map[name] = model_id
         model = config.models.get(model_id) if model_id else None
         model_file = None
         if model is not None and model.source and classify_source(model.source) in ("gguf", "directory"):
@@ -76,7 +80,7 @@ def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[S
                 host=gw.host,
                 port=gw.port,
                 model=None,
-                models=(),
+                models=tuple(routed_models(config, serving_map)),
                 start_timeout=GATEWAY_START_TIMEOUT,
                 command=gw.command,
                 model_file=None,

@@ -25,7 +25,9 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def write_config(path: Path, backends: dict[str, Any], models: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}}))
+    path.write_text(
+        yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}})
+    )
     return path
 
 
@@ -34,7 +36,9 @@ def llmctl(user_manager: UserManager, tmp_path: Path) -> Iterator[Run]:
     """Run the real CLI in a process; afterwards stop whatever the test started."""
     configs: list[Path] = []
 
-    def run(config: Path, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        config: Path, *args: str, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         configs.append(config)
         return subprocess.run(
             [sys.executable, "-m", "llmctl", "--config", str(config), *args],
@@ -43,7 +47,11 @@ def llmctl(user_manager: UserManager, tmp_path: Path) -> Iterator[Run]:
 
     yield run
     if configs:
-        subprocess.run([sys.executable, "-m", "llmctl", "--config", str(configs[-1]), "down"], capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "llmctl", "--config", str(configs[-1]), "down"],
+            capture_output=True,
+            check=False,
+        )
     for unit in user_manager.unit_dir.glob("llmctl*"):
         unit.unlink()
     subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
@@ -51,15 +59,27 @@ def llmctl(user_manager: UserManager, tmp_path: Path) -> Iterator[Run]:
 
 
 @pytest.fixture
-def two_backends(tmp_path: Path, provisioned: Provisioned, smoke_model: Path, free_port: Callable[[], int]) -> Path:
+def two_backends(
+    tmp_path: Path, provisioned: Provisioned, smoke_model: Path, free_port: Callable[[], int]
+) -> Path:
     return write_config(
         tmp_path / "llmctl.yaml",
         {
-            "native": {"kind": "llama-server", "command": str(provisioned.llama_server), "port": free_port(),
-                       "model": "smoke-native", "gpus": []},
-            "pyserver": {"kind": "llama-cpp-python", "command": str(provisioned.llama_cpp_python), "port": free_port(),
-                         "model": "smoke-py", "gpus": []},
-        },  # fmt: skip
+            "native": {
+                "kind": "llama-server",
+                "command": str(provisioned.llama_server),
+                "port": free_port(),
+                "model": "smoke-native",
+                "gpus": [],
+            },
+            "pyserver": {
+                "kind": "llama-cpp-python",
+                "command": str(provisioned.llama_cpp_python),
+                "port": free_port(),
+                "model": "smoke-py",
+                "gpus": [],
+            },
+        },
         {
             "smoke-native": {"backend": "native", "source": str(smoke_model), "context": 256},
             "smoke-py": {"backend": "pyserver", "source": str(smoke_model), "context": 256},
@@ -157,7 +177,10 @@ def test_port_taken_by_a_foreign_process_changes_nothing(
         squatter.listen()
         result = llmctl(two_backends, "up")
     assert result.returncode == 2
-    assert f"native: port {port} is already in use by {psutil.Process().name()} (pid {os.getpid()})" in result.stderr
+    assert (
+        f"native: port {port} is already in use by {psutil.Process().name()} (pid {os.getpid()})"
+        in result.stderr
+    )
     assert "nothing was changed" in result.stderr
     assert installed(user_manager) == []
 
@@ -167,7 +190,14 @@ def test_missing_executable_and_model_file_change_nothing(
 ) -> None:
     config = write_config(
         tmp_path / "c.yaml",
-        {"native": {"kind": "llama-server", "command": str(tmp_path / "no-llama-server"), "port": free_port(), "model": "m"}},
+        {
+            "native": {
+                "kind": "llama-server",
+                "command": str(tmp_path / "no-llama-server"),
+                "port": free_port(),
+                "model": "m",
+            }
+        },
         {"m": {"backend": "native", "source": str(tmp_path / "gone.gguf")}},
     )
     result = llmctl(config, "up")
@@ -184,8 +214,15 @@ def test_model_that_fails_to_load_is_reported_at_once(
     corrupt.write_bytes(b"GGUF" + os.urandom(64))
     config = write_config(
         tmp_path / "c.yaml",
-        {"native": {"kind": "llama-server", "command": str(provisioned.llama_server), "port": free_port(), "model": "m",
-                    "gpus": []}},  # fmt: skip
+        {
+            "native": {
+                "kind": "llama-server",
+                "command": str(provisioned.llama_server),
+                "port": free_port(),
+                "model": "m",
+                "gpus": [],
+            }
+        },
         {"m": {"backend": "native", "source": str(corrupt)}},
     )
     start = time.monotonic()

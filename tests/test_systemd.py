@@ -1,0 +1,78 @@
+"""The systemctl/journalctl chokepoint: argv, parsing of `show`, errors."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from llmctl import systemd
+from llmctl.errors import LlmctlError
+
+SHOW_OUTPUT = """Id=llmctl-a.service
+LoadState=loaded
+ActiveState=active
+SubState=running
+MainPID=1234
+NRestarts=2
+Result=success
+ControlGroup=/app.slice/llmctl-a.service
+ActiveEnterTimestampMonotonic=5000000
+UnitFileState=static
+
+Id=llmctl-b.service
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+MainPID=0
+NRestarts=0
+Result=success
+ControlGroup=
+ActiveEnterTimestampMonotonic=0
+UnitFileState=
+"""
+
+
+def test_show_parses_many_units_from_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, SHOW_OUTPUT, "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    states = systemd.show(["llmctl-a.service", "llmctl-b.service"])
+    assert len(calls) == 1 and calls[0][:3] == ["systemctl", "--user", "show"]
+    a, b = states["llmctl-a.service"], states["llmctl-b.service"]
+    assert (a.main_pid, a.n_restarts, a.running, a.exists) == (1234, 2, True, True)
+    assert (b.running, b.exists) == (False, False)
+
+
+def test_unreachable_manager_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 1, "", "Failed to connect to bus: No medium found")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(LlmctlError, match="no systemd user manager is reachable") as info:
+        systemd.daemon_reload()
+    assert info.value.hint and "enable-linger" in info.value.hint
+
+
+def test_failure_message_is_pasteable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 5, "", "Unit x.service not found.")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(
+        LlmctlError, match=r"`systemctl --user start 'x y.service'` failed with exit status 5"
+    ):
+        systemd.start(["x y.service"])
+
+
+def test_journal_matches_every_field_a_user_unit_is_filed_under() -> None:
+    argv = systemd.journal_argv(["a.service", "b.service"], lines=5, since="1 hour ago")
+    assert argv[:8] == ["journalctl", "--no-pager", "-o", "short-iso", "-n", "5", "--since", "1 hour ago"]
+    matches = argv[8:]
+    assert matches.count("+") == 5
+    assert "_SYSTEMD_USER_UNIT=a.service" in matches and "_SYSTEMD_UNIT=b.service" in matches
+    assert "USER_UNIT=b.service" in matches
