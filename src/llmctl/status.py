@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from llmctl import procs, systemd
+from llmctl import gpu, procs, systemd
 from llmctl.backends.base import Health, Probe
 from llmctl.config.schema import Config
 from llmctl.readiness import probe_once
@@ -81,6 +81,7 @@ def collect(config: Config, *, probe_timeout: float = 3.0) -> StackStatus:
     ):
         futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
         probes = {unit: future.result() for unit, future in futures.items()}
+    gpu_by_pid = gpu.memory_by_pid() if to_probe else None
     now_us = time.monotonic_ns() // 1000
     rows = []
     for unit in units:
@@ -114,10 +115,16 @@ def collect(config: Config, *, probe_timeout: float = 3.0) -> StackStatus:
                 port=unit.port,
                 rss_bytes=use.rss_bytes if use else None,
                 cpu_seconds=round(use.cpu_seconds, 2) if use else None,
-                gpu_memory_bytes=None,  # filled from NVML once GPU support lands
+                gpu_memory_bytes=_gpu_bytes(use, gpu_by_pid),
             )
         )
     return StackStatus(rows)
+
+
+def _gpu_bytes(use: procs.Usage | None, by_pid: dict[int, int] | None) -> int | None:
+    if use is None or by_pid is None:
+        return None  # not running, or no NVML: cannot tell
+    return sum(by_pid.get(pid, 0) for pid in use.pids)
 
 
 def _human_bytes(value: int | None) -> str:
