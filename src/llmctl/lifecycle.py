@@ -140,11 +140,12 @@ def up(
     wait_lock: bool = True,
     progress: Progress | None = None,
     on_message: Callable[[str], None] | None = None,
+    serving: dict[str, str] | None = None,
 ) -> UpResult:
     import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
 
     systemd.require_manager()
-    all_units = stack_units(loaded.config)
+    all_units = stack_units(loaded.config, serving)
     chosen = select(all_units, names)
     result = UpResult()
     with state_lock(paths.state_dir, "up", wait=wait_lock, on_wait=on_message):
@@ -266,11 +267,12 @@ def restart(
     timeout: float | None = None,
     progress: Progress | None = None,
     on_message: Callable[[str], None] | None = None,
+    serving: dict[str, str] | None = None,
 ) -> list[UnitOutcome]:
     import httpx  # noqa: PLC0415
 
     systemd.require_manager()
-    chosen = select(stack_units(loaded.config), names)
+    chosen = select(stack_units(loaded.config, serving), names)
     outcomes = []
     with (
         state_lock(paths.state_dir, "restart", on_wait=on_message),

@@ -69,10 +69,12 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
     return probe.health, probe.detail
 
 
-def collect(config: Config, *, probe_timeout: float = 3.0) -> StackStatus:
+def collect(
+    config: Config, serving: dict[str, str] | None = None, *, probe_timeout: float = 3.0
+) -> StackStatus:
     import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
 
-    units = stack_units(config)
+    units = stack_units(config, serving)
     states = systemd.show([u.unit for u in units])
     to_probe = [u for u in units if (s := states.get(u.unit)) is not None and s.running]
     with (

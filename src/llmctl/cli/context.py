@@ -31,7 +31,17 @@ class AppContext:
     def render_options(self, loaded: LoadedConfig) -> RenderOptions:
         from llmctl.render.units import RenderOptions  # noqa: PLC0415
 
-        return RenderOptions(config_path=loaded.path.resolve(), paths=self.paths)
+        return RenderOptions(
+            config_path=loaded.path.resolve(),
+            paths=self.paths,
+            serving=tuple(sorted(self.serving(loaded).items())),
+        )
+
+    def serving(self, loaded: LoadedConfig) -> dict[str, str]:
+        """Models the backends serve now where `switch` changed them (state.json)."""
+        from llmctl.state import effective_serving, load_serving  # noqa: PLC0415
+
+        return effective_serving(loaded.config, load_serving(self.paths.state_dir))
 
     def render(self, loaded: LoadedConfig) -> RenderedStack:
         from llmctl.render.units import render_stack  # noqa: PLC0415

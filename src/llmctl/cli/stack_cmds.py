@@ -71,7 +71,7 @@ def up(app: AppContext, names: tuple[str, ...], timeout: float | None, no_wait: 
     try:
         result = lifecycle.up(
             loaded, app.render(loaded), app.paths, names, timeout=timeout, wait_lock=not no_wait,
-            progress=None if as_json else printer, on_message=_message,
+            progress=None if as_json else printer, on_message=_message, serving=app.serving(loaded),
         )  # fmt: skip
     finally:
         printer.done()
@@ -128,8 +128,15 @@ def restart(app: AppContext, names: tuple[str, ...], timeout: float | None) -> i
 
     printer = ProgressPrinter()
     try:
+        loaded = app.load()
         outcomes = lifecycle.restart(
-            app.load(), app.paths, names, timeout=timeout, progress=printer, on_message=_message
+            loaded,
+            app.paths,
+            names,
+            timeout=timeout,
+            progress=printer,
+            on_message=_message,
+            serving=app.serving(loaded),
         )
     finally:
         printer.done()
@@ -153,7 +160,7 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
     loaded = app.load()
     systemd.require_manager()
     while True:
-        result = status_mod.collect(loaded.config)
+        result = status_mod.collect(loaded.config, app.serving(loaded))
         if as_json:
             emit_json("status", result.as_dict(), ok=result.healthy)
         else:
