@@ -73,6 +73,7 @@ def test_journal_matches_every_field_a_user_unit_is_filed_under() -> None:
     argv = systemd.journal_argv(["a.service", "b.service"], lines=5, since="1 hour ago")
     assert argv[:8] == ["journalctl", "--no-pager", "-o", "short-iso", "-n", "5", "--since", "1 hour ago"]
     matches = argv[8:]
-    assert matches.count("+") == 5
+    assert matches.count("+") == 7
+    assert "SYSLOG_IDENTIFIER=a" in matches
     assert "_SYSTEMD_USER_UNIT=a.service" in matches and "_SYSTEMD_UNIT=b.service" in matches
     assert "USER_UNIT=b.service" in matches

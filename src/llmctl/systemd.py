@@ -199,8 +199,10 @@ def journal_argv(
 
     A user unit's output is filed under _SYSTEMD_USER_UNIT on a desktop, but under
     _SYSTEMD_UNIT when the user manager is not below user@.service (a manager run by root in
-    a container, say); the manager's own messages about a unit carry USER_UNIT. Matching all
-    three finds the lines wherever journald put them.
+    a container, say); the manager's own messages about a unit carry USER_UNIT. A line from a
+    process that exited before journald looked up its cgroup has none of these, only the
+    unit's SyslogIdentifier= (llmctl sets it to the unit name without .service). Matching all
+    four finds the lines wherever journald put them.
     """
     argv = ["journalctl", "--no-pager", "-o", output]
     if lines is not None:
@@ -211,10 +213,12 @@ def journal_argv(
         argv += ["--since", since]
     matches: list[str] = []
     for unit in units:
-        for field in ("_SYSTEMD_USER_UNIT", "_SYSTEMD_UNIT", "USER_UNIT"):
+        fields = [f"{field}={unit}" for field in ("_SYSTEMD_USER_UNIT", "_SYSTEMD_UNIT", "USER_UNIT")]
+        fields.append(f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}")
+        for match in fields:
             if matches:
                 matches.append("+")
-            matches.append(f"{field}={unit}")
+            matches.append(match)
     return argv + matches
 
 

@@ -142,9 +142,15 @@ def test_up_status_chat_restart_logs_down(llmctl: Run, two_backends: Path) -> No
     after = status_json(llmctl, two_backends)[1]["native"]
     assert after["main_pid"] != units["native"]["main_pid"] and after["health"] == "ok"
 
-    logs = llmctl(two_backends, "logs", "native", "-n", "200")
+    # The servers' own lines about the requests: uvicorn's access log for llama-cpp-python,
+    # the slot that ran the task for llama-server (it logs request paths only with -v).
+    logs = llmctl(two_backends, "logs", "-n", "500")
     assert logs.returncode == 0
-    assert "/v1/chat/completions" in logs.stdout or "chat/completions" in logs.stdout, logs.stdout[-2000:]
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in logs.stdout, logs.stdout[-3000:]
+    native_lines = [line for line in logs.stdout.splitlines() if " llmctl-native[" in line]
+    assert any("prompt eval time" in line or "launch_slot" in line for line in native_lines), logs.stdout[
+        -3000:
+    ]
 
     pids = [units[n]["main_pid"] for n in units] + [after["main_pid"]]
     down = llmctl(two_backends, "down")

@@ -41,6 +41,10 @@ def unit_name(backend: str) -> str:
     return f"llmctl-{backend}.service"
 
 
+def syslog_identifier(unit: str) -> str:
+    return unit.removesuffix(".service")
+
+
 @dataclass(frozen=True)
 class RenderedStack:
     """Files keyed by their path relative to $XDG_CONFIG_HOME, in start order for units."""
@@ -133,6 +137,7 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
             version=__version__,
             config_path=escape.plain_value(str(options.config_path)),
             unit=unit_name(name),
+            syslog_identifier=syslog_identifier(unit_name(name)),
             description=escape.plain_value(description),
             exec_start=escape.exec_line(launch.argv),
             environment=[escape.env_assignment(k, v) for k, v in environment.items()],
