@@ -33,8 +33,8 @@ EXPECTED_DIRECTIVES = {
     ("Unit", "Description"), ("Unit", "PartOf"), ("Unit", "StartLimitIntervalSec"),
     ("Unit", "StartLimitBurst"), ("Service", "Type"), ("Service", "ExecStart"),
     ("Service", "ExecStartPost"), ("Service", "Restart"), ("Service", "RestartSec"),
-    ("Service", "TimeoutStartSec"), ("Service", "TimeoutStopSec"), ("Service", "KillMode"), ("Service", "SyslogIdentifier"),
-    ("Install", "WantedBy"),
+    ("Service", "TimeoutStartSec"), ("Service", "TimeoutStopSec"), ("Service", "KillMode"),
+    ("Service", "SyslogIdentifier"), ("Install", "WantedBy"),
 }  # fmt: skip
 
 
