@@ -4,7 +4,6 @@ stack back serving without any llmctl command."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ def start_manager(root: Path, state_dir: Path, started: list[Path]) -> None:
 def inside(state_dir: Path, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(WITH_USER_MANAGER), "--enter", str(state_dir), "--", *argv],
-        capture_output=True, text=True, check=False, timeout=timeout, cwd=os.getcwd(),
+        capture_output=True, text=True, check=False, timeout=timeout, cwd=Path.cwd(),
     )  # fmt: skip
 
 
