@@ -67,7 +67,7 @@ def test_enabled_stack_comes_back_after_a_new_user_manager(
                 "models": {"smoke": {"backend": "native", "source": str(smoke_model), "context": 256}},
                 "gateway": {"enabled": False},
             }
-        )  # fmt: skip
+        )
     )
     llmctl = [sys.executable, "-m", "llmctl", "--config", str(config)]
 
