@@ -3,7 +3,8 @@
 While the engine loads, the port is bound but not listening: connections are refused, there is
 no 503 phase. Ready is /health 200 and /v1/models listing the served name. It binds every
 interface unless --host is given, and it can exit 0 after its engine died, hence
-Restart=always.
+Restart=always. With sleep mode on, `sleep`/`wake_up` free and restore its GPU memory
+without a restart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from llmctl.backends.base import (
     timed_get,
 )
 from llmctl.config.schema import AnyBackend, Kind, Model, VllmBackend
+from llmctl.errors import LlmctlError
 
 if TYPE_CHECKING:
     import httpx
@@ -60,14 +62,22 @@ class VllmAdapter(Adapter):
     def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
         response, latency, error = timed_get(client, f"{url}/health")
         if response is None:
+            # Also what loading looks like: the port is bound but not listening until ready.
             return Probe(Health.DOWN, error, latency)
-        if response.status_code != 200:
+        if response.status_code == 503:
             # 503 here means the engine died, not that it is loading.
+            return Probe(Health.DOWN, "engine dead (/health answered 503)", latency)
+        if response.status_code != 200:
             return Probe(Health.DOWN, f"/health answered {response.status_code}", latency)
         models_response, _, error = timed_get(client, f"{url}/v1/models")
+        if models_response is not None and models_response.status_code == 401:
+            # An API key guards /v1 (never /health). /health 200 already means ready; only the
+            # served name cannot be checked without the key.
+            return Probe(Health.OK, "/health 200 (/v1/models needs the API key: name not checked)", latency)
         if models_response is None or models_response.status_code != 200:
+            # It listens only once the engine is ready, so this is an error, not loading.
             detail = error or f"/v1/models answered {models_response and models_response.status_code}"
-            return Probe(Health.LOADING, detail, latency)
+            return Probe(Health.DOWN, detail, latency)
         models = openai_model_ids(models_response)
         if model_id is not None and model_id not in models:
             return Probe(Health.DOWN, f"serves {list(models)}, not {model_id}", latency, models)
@@ -79,3 +89,56 @@ class VllmAdapter(Adapter):
             "api_base": f"{self.url(backend)}/v1",
             "api_key": "none",
         }
+
+
+# Sleep mode (--enable-sleep-mode plus VLLM_SERVER_DEV_MODE=1, i.e. `sleep_mode: true`): the
+# endpoints sit at the root, not under /v1, and are never authenticated.
+_SLEEP_HINT = (
+    "Sleep mode needs `sleep_mode: true` on the backend (llmctl then passes --enable-sleep-mode and "
+    "sets VLLM_SERVER_DEV_MODE=1; without dev mode vLLM has no such endpoints), then `llmctl up`."
+)
+
+
+def _dev_call(
+    client: httpx.Client, method: str, url: str, path: str, params: dict[str, int] | None = None
+) -> httpx.Response:
+    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+
+    try:
+        response = client.request(method, f"{url}{path}", params=params)
+    except httpx.HTTPError as exc:
+        raise LlmctlError(
+            f"vLLM at {url} did not answer {path}: {type(exc).__name__}: {exc}",
+            hint="Is the backend running and ready? llmctl status",
+        ) from exc
+    if response.status_code == 404:
+        raise LlmctlError(f"vLLM at {url} has no {path} endpoint (404)", hint=_SLEEP_HINT)
+    if response.status_code != 200:
+        raise LlmctlError(
+            f"vLLM at {url}: {method} {path} answered {response.status_code}: {response.text.strip()[:200]}"
+        )
+    return response
+
+
+def sleep(client: httpx.Client, url: str, level: int) -> None:
+    """Level 1: weights to CPU RAM, KV cache dropped (needs the RAM). Level 2: both dropped."""
+    if level not in (1, 2):
+        raise ValueError(f"sleep level must be 1 or 2, not {level}")
+    _dev_call(client, "POST", url, "/sleep", {"level": level})
+
+
+def wake_up(client: httpx.Client, url: str) -> None:
+    # Older releases answer 200 with an empty body, newer ones with {"status": ...}: the
+    # status code is the answer.
+    _dev_call(client, "POST", url, "/wake_up")
+
+
+def is_sleeping(client: httpx.Client, url: str) -> bool:
+    response = _dev_call(client, "GET", url, "/is_sleeping")
+    try:
+        value = response.json()["is_sleeping"]
+    except (ValueError, KeyError, TypeError):
+        value = None
+    if not isinstance(value, bool):
+        raise LlmctlError(f"vLLM at {url}: /is_sleeping answered {response.text.strip()[:200]!r}")
+    return value
