@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmctl import procs, systemd
-from llmctl.backends.base import Health, Probe
+from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.checks import resolve_executable
 from llmctl.config.load import LoadedConfig
 from llmctl.errors import ExitCode, LlmctlError
@@ -142,8 +142,6 @@ def up(
     on_message: Callable[[str], None] | None = None,
     serving: dict[str, str] | None = None,
 ) -> UpResult:
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
-
     systemd.require_manager()
     all_units = stack_units(loaded.config, serving)
     chosen = select(all_units, names)
@@ -177,7 +175,7 @@ def up(
                 plan.append((unit, "restarted"))
             else:
                 result.outcomes.append(UnitOutcome(unit.unit, "unchanged"))
-        with httpx.Client(timeout=5.0, trust_env=False) as client:
+        with probe_client(5.0) as client:
             # Backends load in parallel; the gateway goes once they serve.
             for group in ([p for p in plan if not p[0].is_gateway], [p for p in plan if p[0].is_gateway]):
                 if not group:
@@ -269,14 +267,12 @@ def restart(
     on_message: Callable[[str], None] | None = None,
     serving: dict[str, str] | None = None,
 ) -> list[UnitOutcome]:
-    import httpx  # noqa: PLC0415
-
     systemd.require_manager()
     chosen = select(stack_units(loaded.config, serving), names)
     outcomes = []
     with (
         state_lock(paths.state_dir, "restart", on_wait=on_message),
-        httpx.Client(timeout=5.0, trust_env=False) as client,
+        probe_client(5.0) as client,
     ):
         systemd.reset_failed([u.unit for u in chosen])
         for unit in chosen:

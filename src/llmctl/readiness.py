@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from llmctl.backends import adapter_for
-from llmctl.backends.base import Health, Probe
+from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.backends.gateway import probe_gateway
 from llmctl.config.schema import Kind
 from llmctl.errors import LlmctlError
@@ -62,12 +62,10 @@ def wait_ready(
     on_probe: Callable[[Probe, float], None] | None = None,
 ) -> ReadyResult:
     """Poll until ready; raise LlmctlError if the process exits or the deadline passes."""
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
-
     if kind != GATEWAY_KIND and kind not in set(Kind):
         raise LlmctlError(f"unknown kind {kind!r}", hint=f"one of {', '.join(Kind)}, gateway")
     own_client = client is None
-    client = client or httpx.Client(timeout=PROBE_TIMEOUT, trust_env=False)
+    client = client or probe_client(PROBE_TIMEOUT)
     start = clock()
     interval = FIRST_INTERVAL
     attempts = 0

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from llmctl import gpu, procs, systemd
-from llmctl.backends.base import Health, Probe
+from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.schema import Config
 from llmctl.readiness import probe_once
 from llmctl.stack import StackUnit, stack_units
@@ -72,13 +72,11 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
 def collect(
     config: Config, serving: dict[str, str] | None = None, *, probe_timeout: float = 3.0
 ) -> StackStatus:
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
-
     units = stack_units(config, serving)
     states = systemd.show([u.unit for u in units])
     to_probe = [u for u in units if (s := states.get(u.unit)) is not None and s.running]
     with (
-        httpx.Client(timeout=probe_timeout, trust_env=False) as client,
+        probe_client(probe_timeout) as client,
         ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
     ):
         futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
