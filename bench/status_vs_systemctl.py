@@ -9,6 +9,7 @@ each unit's cgroup for RSS and CPU; the ratio says what that costs over the bare
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,13 @@ from abtime import compare  # noqa: E402
 BACKENDS = 6
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def main() -> int:
     llama_server = os.environ["LLMCTL_TEST_LLAMA_SERVER"]
     work = Path(tempfile.mkdtemp(prefix="llmctl-bench-"))
@@ -29,7 +37,7 @@ def main() -> int:
     llmctl = [sys.executable, "-m", "llmctl"]
     subprocess.run([*llmctl, "model", "smoke", str(model)], check=True, stdout=subprocess.DEVNULL)
     backends = {
-        f"b{i}": {"kind": "llama-server", "command": llama_server, "port": 18100 + i, "model": f"m{i}", "gpus": []}
+        f"b{i}": {"kind": "llama-server", "command": llama_server, "port": free_port(), "model": f"m{i}", "gpus": []}
         for i in range(BACKENDS)
     }
     models = {f"m{i}": {"backend": f"b{i}", "source": str(model), "context": 256} for i in range(BACKENDS)}

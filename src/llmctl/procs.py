@@ -10,11 +10,26 @@ from pathlib import Path
 
 import psutil
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
 
 def cgroup_pids(control_group: str) -> list[int]:
     """PIDs whose cgroup is `control_group` (as systemd reports it) or below it."""
     if not control_group:
         return []
+    # cgroup v2: the unit's directory lists its processes; sub-cgroups hold the rest.
+    unit_dir = CGROUP_ROOT / control_group.lstrip("/")
+    if unit_dir.is_dir():
+        found: list[int] = []
+        for procs_file in unit_dir.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                found.extend(int(line) for line in procs_file.read_text().split())
+        return sorted(found)
+    return _scan_proc(control_group)
+
+
+def _scan_proc(control_group: str) -> list[int]:
+    """Slow path: every process's /proc/PID/cgroup (a cgroup tree not mounted where expected)."""
     pids = []
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
