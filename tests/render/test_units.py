@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from llmctl.config.load import load_config, parse_config
 from llmctl.config.schema import Config
 from llmctl.errors import LlmctlError
+from llmctl.gateway_runtime import CHILD_STOP_TIMEOUT
+from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.paths import Paths
 from llmctl.render.units import RenderOptions, render_stack
 from tests import systemd_syntax
@@ -71,10 +74,11 @@ def test_units_follow_what_each_backend_needs() -> None:
     for unit in units:
         if unit.endswith(".service"):
             assert get(unit, "StartLimitBurst", "Unit") and not get(unit, "StartLimitBurst")
-            assert get(unit, "KillMode") == ["control-group"]
-            assert get(unit, "Type") == ["exec"]
             argv = systemd_syntax.exec_argv(get(unit, "ExecStart")[0])
             assert isinstance(argv[0], str) and argv[0].startswith("/")
+            if unit != "llmctl-gateway.service":
+                assert get(unit, "KillMode") == ["control-group"]
+                assert get(unit, "Type") == ["exec"]
     assert get("llmctl-vllm.service", "Restart") == ["always"]
     assert get("llmctl-llama-native.service", "Restart") == ["on-failure"]
     llama = systemd_syntax.exec_argv(get("llmctl-llama-native.service", "ExecStart")[0])
@@ -96,7 +100,124 @@ def test_units_follow_what_each_backend_needs() -> None:
         "-/home/user/.config/llmctl/secrets.env",
     ]
     target = {k: v for _, k, v in units["llmctl.target"]}
-    assert set(target["Wants"].split()) == {u for u in units if u.endswith(".service")}
+    assert set(target["Wants"].split()) == {u for u in units if u != "llmctl.target"}
+
+
+def test_gateway_is_a_socket_and_a_supervised_service() -> None:
+    files = render_stack(example_config(), fixed_options(Path("/c.yaml"))).files
+    socket_unit = systemd_syntax.parse_unit(files["systemd/user/llmctl-gateway.socket"])
+    service = systemd_syntax.parse_unit(files["systemd/user/llmctl-gateway.service"])
+
+    def get(parsed: list[tuple[str, str, str]], key: str, section: str = "Service") -> list[str]:
+        return [v for s, k, v in parsed if s == section and k == key]
+
+    assert get(socket_unit, "ListenStream", "Socket") == ["127.0.0.1:4000"]
+    assert get(socket_unit, "Backlog", "Socket") == ["4096"]
+    assert get(socket_unit, "NoDelay", "Socket") == ["true"]
+    assert get(socket_unit, "PartOf", "Unit") == ["llmctl.target"]
+    assert get(socket_unit, "WantedBy", "Install") == ["llmctl.target"]
+
+    assert get(service, "Requires", "Unit") == ["llmctl-gateway.socket"]
+    assert get(service, "After", "Unit")[0].split()[0] == "llmctl-gateway.socket"
+    for key, value in (
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("Sockets", "llmctl-gateway.socket"),
+        ("KillMode", "mixed"),
+        ("Restart", "on-failure"),
+        ("RuntimeDirectory", "llmctl-gateway"),
+    ):
+        assert get(service, key) == [value], key
+    assert not get(service, "ExecStartPost"), "READY=1 from the supervisor replaces the polling gate"
+    serve = systemd_syntax.exec_argv(get(service, "ExecStart")[0])
+    llmctl = ["/home/user/.local/pipx/venvs/llmctl/bin/python", "-m", "llmctl"]
+    assert serve == [
+        *llmctl, "gateway", "serve",
+        # The entry point does not exist here: its venv's bin/python, as written.
+        "--litellm-python", "/home/user/venvs/litellm/bin/python",
+        "--config", "/home/user/.config/llmctl/gateway.yaml",
+        "--runtime-dir", systemd_syntax.Variable("RUNTIME_DIRECTORY"),
+    ]  # fmt: skip
+    reload = systemd_syntax.exec_argv(get(service, "ExecReload")[0])
+    assert reload[: len(llmctl) + 2] == [*llmctl, "gateway", "reload-wait"]
+    assert reload[reload.index("--pid") + 1] == systemd_syntax.Variable("MAINPID")
+    assert reload[reload.index("--runtime-dir") + 1] == systemd_syntax.Variable("RUNTIME_DIRECTORY")
+    # reload-wait reports before systemd gives up on ExecReload= (TimeoutStartSec= bounds it).
+    assert float(str(reload[reload.index("--timeout") + 1])) < int(get(service, "TimeoutStartSec")[0])
+    assert int(get(service, "TimeoutStopSec")[0]) > CHILD_STOP_TIMEOUT
+    env = systemd_syntax.environment(get(service, "Environment"))
+    assert env == {"LITELLM_MODE": "PRODUCTION", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    assert get(service, "UnsetEnvironment") == ["HOST PORT CONFIG_FILE_PATH"]
+
+
+@pytest.mark.parametrize(
+    ("host", "listen"), [("::1", "[::1]:4000"), ("localhost", "127.0.0.1:4000"), ("0.0.0.0", "0.0.0.0:4000")]
+)
+def test_gateway_socket_listens_on_an_address(host: str, listen: str) -> None:
+    config, _ = parse_config(
+        dump(
+            minimal_config(
+                gateway={"command": "/opt/litellm/bin/litellm", "host": host, "allow_non_loopback": True}
+            )
+        )
+    )
+    files = render_stack(config, fixed_options(Path("/c.yaml"))).files
+    parsed = systemd_syntax.parse_unit(files["systemd/user/llmctl-gateway.socket"])
+    assert [v for s, k, v in parsed if k == "ListenStream"] == [listen]
+
+
+def test_gateway_host_name_cannot_be_a_listen_stream() -> None:
+    config, _ = parse_config(
+        dump(
+            minimal_config(
+                gateway={
+                    "command": "/opt/litellm/bin/litellm",
+                    "host": "gw.example",
+                    "allow_non_loopback": True,
+                }
+            )
+        )
+    )
+    with pytest.raises(LlmctlError, match=r"gateway\.host: 'gw\.example' is not an IP address"):
+        render_stack(config, fixed_options(Path("/c.yaml")))
+
+
+def _script(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_litellm_python_comes_from_the_entry_points_shebang(tmp_path: Path) -> None:
+    python = _script(tmp_path / "real" / "bin" / "python3.11", "")
+    entry = _script(tmp_path / "venv" / "bin" / "litellm", f"#!{python}\nimport sys\n")
+    assert litellm_python(entry) == python
+    # pip's launcher for an interpreter path with spaces (or too long for #!).
+    spaced = _script(tmp_path / "my venv" / "bin" / "python", "")
+    launcher = f"#!/bin/sh\n'''exec' \"{spaced}\" \"$0\" \"$@\"\n' '''\nimport sys\n"
+    assert litellm_python(_script(tmp_path / "my venv" / "bin" / "litellm", launcher)) == spaced
+
+
+def test_litellm_python_falls_back_to_the_venvs_bin_python(tmp_path: Path) -> None:
+    beside = _script(tmp_path / "venv" / "bin" / "python", "")
+    for first_line in ("#!/usr/bin/env python3", "#!/gone/bin/python", "#!/bin/sh", "\x7fELF"):
+        entry = _script(tmp_path / "venv" / "bin" / "litellm", f"{first_line}\nexit 0\n")
+        assert litellm_python(entry) == beside, first_line
+    # Not installed yet: rendered as written; `up` refuses the missing command and names it.
+    assert litellm_python(tmp_path / "nowhere" / "bin" / "litellm") == tmp_path / "nowhere" / "bin" / "python"
+
+
+def test_litellm_python_that_cannot_be_found_is_a_clear_error(tmp_path: Path) -> None:
+    entry = _script(tmp_path / "opt" / "litellm", "#!/usr/bin/env python3\n")
+    with pytest.raises(LlmctlError, match=r"cannot tell which python runs LiteLLM") as info:
+        litellm_python(entry)
+    assert "#!/usr/bin/env python3" in info.value.message and "gateway.command" in info.value.message
+    config, _ = parse_config(dump(minimal_config(gateway={"command": str(entry)})))
+    with pytest.raises(LlmctlError, match="cannot tell which python runs LiteLLM"):
+        render_stack(
+            config, RenderOptions(config_path=Path("/c.yaml"), paths=fixed_options(Path("/c")).paths)
+        )
 
 
 def test_unresolvable_bare_command_is_a_clear_error() -> None:
@@ -122,7 +243,8 @@ def test_unresolvable_bare_command_is_a_clear_error() -> None:
 
 def _fake_executable(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\nexit 0\n")
+    # A python script, as LiteLLM's entry point is: the gateway unit runs its #! interpreter.
+    path.write_text(f"#!{sys.executable}\nraise SystemExit(0)\n")
     path.chmod(0o755)
     return str(path)
 

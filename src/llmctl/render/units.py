@@ -7,6 +7,7 @@ restarts nothing" work. Every value goes through `llmctl.render.escape` on its w
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from llmctl.backends import adapter_for
 from llmctl.config.checks import resolve_executable
 from llmctl.config.schema import AnyBackend, Config
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.gateway_runtime import BACKLOG, CHILD_STOP_TIMEOUT, RELOAD_WAIT_TIMEOUT, RUNTIME_DIR_NAME
+from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.paths import Paths
 from llmctl.render import escape
 from llmctl.render.gateway import render_gateway_config
 
 TARGET = "llmctl.target"
 GATEWAY_UNIT = "llmctl-gateway.service"
+GATEWAY_SOCKET = "llmctl-gateway.socket"  # holds the gateway's port; the target Wants= it
 GATEWAY_NAME = "gateway"
 UNIT_SUBDIR = "systemd/user"
 STOP_TIMEOUT = 60
@@ -34,7 +38,9 @@ RESTART_SEC = 10
 # RestartSec=10 a crash loop takes about a minute to get there instead of half a second.
 START_LIMIT_INTERVAL = 600
 START_LIMIT_BURST = 5
-GATEWAY_START_TIMEOUT = 180
+GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload=
+GATEWAY_STOP_TIMEOUT = CHILD_STOP_TIMEOUT + 15
+assert GATEWAY_START_TIMEOUT > RELOAD_WAIT_TIMEOUT, "reload-wait must give up before systemd does"
 
 
 def unit_name(backend: str) -> str:
@@ -156,16 +162,52 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
     )
 
 
+def _listen_stream(host: str, port: int) -> str:
+    """ListenStream= takes an address, not a name."""
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError:
+        raise LlmctlError(
+            f"gateway.host: '{host}' is not an IP address; the gateway's socket unit needs one",
+            hint="Use 127.0.0.1 (or another address of this machine).",
+            exit_code=ExitCode.USAGE,
+        ) from None
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def _render_gateway_socket(config: Config, options: RenderOptions) -> str:
+    gw = config.gateway
+    listen = _listen_stream(gw.host, gw.port)
+    return (
+        _environment()
+        .get_template("gateway.socket.j2")
+        .render(
+            version=__version__,
+            config_path=escape.plain_value(str(options.config_path)),
+            unit=GATEWAY_SOCKET,
+            service=GATEWAY_UNIT,
+            description=escape.plain_value(f"llmctl gateway socket ({listen})"),
+            listen=escape.plain_value(listen),
+            backlog=BACKLOG,
+        )
+    )
+
+
 def _render_gateway(config: Config, options: RenderOptions, backend_units: list[str]) -> str:
     gw = config.gateway
-    from llmctl.backends.base import base_url  # noqa: PLC0415
-
-    url = base_url(gw.host, gw.port)
-    argv = [
-        _executable(gw.command, options.resolve, "gateway.command"),
+    entry_point = _executable(gw.command, options.resolve, "gateway.command")
+    runtime_dir = escape.ExpandedVariable("${RUNTIME_DIRECTORY}")
+    serve = [
+        *options.llmctl_argv, "gateway", "serve",
+        "--litellm-python", str(litellm_python(Path(entry_point))),
         "--config", str(options.paths.gateway_file),
-        "--host", gw.host,
-        "--port", str(gw.port),
+        "--runtime-dir", runtime_dir,
+    ]  # fmt: skip
+    reload = [
+        *options.llmctl_argv, "gateway", "reload-wait",
+        "--pid", escape.ExpandedVariable("${MAINPID}"),
+        "--runtime-dir", runtime_dir,
+        "--timeout", str(RELOAD_WAIT_TIMEOUT),
     ]  # fmt: skip
     environment = {
         # PRODUCTION: do not load a stray ./.env from the working directory (the home dir).
@@ -180,17 +222,22 @@ def _render_gateway(config: Config, options: RenderOptions, backend_units: list[
             version=__version__,
             config_path=escape.plain_value(str(options.config_path)),
             unit=GATEWAY_UNIT,
+            socket=GATEWAY_SOCKET,
+            syslog_identifier=syslog_identifier(GATEWAY_UNIT),
             description="llmctl gateway (LiteLLM proxy)",
-            after=escape.unit_word_list(backend_units),
-            exec_start=escape.exec_line(argv),
+            after=escape.unit_word_list([GATEWAY_SOCKET, *backend_units]),
+            exec_start=escape.exec_line(serve),
+            exec_reload=escape.exec_line(reload),
             environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+            # LiteLLM reads these in place of its argv; the supervisor sets CONFIG_FILE_PATH
+            # for each child to that child's snapshot.
             unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
             key_file=escape.plain_value(str(options.paths.gateway_env_file)),
             secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
-            exec_ready=_ready_gate(options, "gateway", url, None, GATEWAY_START_TIMEOUT - 5),
+            runtime_directory=escape.plain_value(RUNTIME_DIR_NAME),
             restart_sec=RESTART_SEC,
             start_timeout=GATEWAY_START_TIMEOUT,
-            stop_timeout=STOP_TIMEOUT,
+            stop_timeout=GATEWAY_STOP_TIMEOUT,
             start_limit_interval=START_LIMIT_INTERVAL,
             start_limit_burst=START_LIMIT_BURST,
         )
@@ -205,17 +252,20 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         files[f"{UNIT_SUBDIR}/{unit}"] = _render_backend(config, name, config.backends[name], options)
         units.append(unit)
     backend_units = list(units)
+    wants = list(units)
     if config.gateway.enabled:
+        files[f"{UNIT_SUBDIR}/{GATEWAY_SOCKET}"] = _render_gateway_socket(config, options)
         files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options, backend_units)
         files["llmctl/gateway.yaml"] = render_gateway_config(config, dict(serving_model_map(config, options)))
         units.append(GATEWAY_UNIT)
+        wants += [GATEWAY_SOCKET, GATEWAY_UNIT]
     files[f"{UNIT_SUBDIR}/{TARGET}"] = (
         _environment()
         .get_template("llmctl.target.j2")
         .render(
             version=__version__,
             config_path=escape.plain_value(str(options.config_path)),
-            wants=escape.unit_word_list(units),
+            wants=escape.unit_word_list(wants),
         )
     )
     return RenderedStack(files=files, units=units)
