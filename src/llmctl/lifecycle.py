@@ -24,6 +24,7 @@ from llmctl.paths import Paths
 from llmctl.readiness import probe_once
 from llmctl.render.units import TARGET, UNIT_SUBDIR, RenderedStack
 from llmctl.secrets import ensure_gateway_key
+from llmctl.signatures import match_lines
 from llmctl.stack import StackUnit, select, stack_units
 
 Progress = Callable[[StackUnit, str, float], None]
@@ -79,11 +80,13 @@ def failure_report(unit: StackUnit, why: str) -> LlmctlError:
     if lines:
         details.append(f"last {len(lines)} journal lines:")
         details.extend(f"  {line}" for line in lines)
-    return LlmctlError(
-        f"{unit.name} did not become ready: {why}",
-        details=details,
-        hint=f"llmctl logs {unit.name}; systemctl --user status {unit.unit}",
-    )
+    hint = f"llmctl logs {unit.name}; systemctl --user status {unit.unit}"
+    matches = match_lines(lines)
+    if matches:
+        known = matches[0].signature
+        details.append(f"recognised: {known.summary} ({matches[0].line})")
+        hint = f"llmctl runbook {known.runbook} --backend {unit.name}"
+    return LlmctlError(f"{unit.name} did not become ready: {why}", details=details, hint=hint)
 
 
 def wait_serving(

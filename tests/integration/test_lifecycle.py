@@ -237,6 +237,8 @@ def test_model_that_fails_to_load_is_reported_at_once(
     assert time.monotonic() - start < 30, "reported when the server exited, not at the 300 s deadline"
     assert "native did not become ready" in result.stderr
     assert "journal lines" in result.stderr
+    assert "recognised: the server could not load the model file" in result.stderr
+    assert "hint: llmctl runbook backend-does-not-start --backend native" in result.stderr
 
 
 def test_lock_held_by_another_llmctl(llmctl: Run, two_backends: Path) -> None:
