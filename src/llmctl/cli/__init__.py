@@ -32,9 +32,17 @@ def cli(ctx: click.Context, config_option: str | None) -> None:
 
 
 def _register() -> None:
-    from llmctl.cli import config_cmds, gateway_cmds, model_cmds, ready_cmd, stack_cmds  # noqa: PLC0415
+    from llmctl.cli import (  # noqa: PLC0415
+        config_cmds,
+        gateway_cmds,
+        model_cmds,
+        ready_cmd,
+        runbook_cmds,
+        snapshot_cmds,
+        stack_cmds,
+    )
 
-    for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd):
+    for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd, snapshot_cmds, runbook_cmds):
         module.register(cli)
 
 
