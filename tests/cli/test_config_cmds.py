@@ -86,6 +86,7 @@ def test_render_out_writes_units_and_gateway(tmp_path: Path, capsys: pytest.Capt
     assert names == [
         "llmctl/gateway.yaml",
         "systemd/user/llmctl-gateway.service",
+        "systemd/user/llmctl-gateway.socket",
         "systemd/user/llmctl-llama.service",
         "systemd/user/llmctl.target",
     ]
