@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmctl import procs, systemd
+from llmctl import procs, systemd, transaction
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.checks import resolve_executable
 from llmctl.config.load import LoadedConfig
@@ -22,7 +22,7 @@ from llmctl.install import ChangeKind, FileChange, apply_changes, compare, insta
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.readiness import probe_once
-from llmctl.render.units import TARGET, UNIT_SUBDIR, RenderedStack
+from llmctl.render.units import GATEWAY_FILE, TARGET, UNIT_SUBDIR, RenderedStack
 from llmctl.secrets import ensure_gateway_key
 from llmctl.signatures import match_lines
 from llmctl.stack import StackUnit, select, stack_units
@@ -44,6 +44,7 @@ class UpResult:
     outcomes: list[UnitOutcome] = field(default_factory=list)
     files: list[FileChange] = field(default_factory=list)
     gateway_key_created: bool = False
+    snapshot: str | None = None  # taken before changing anything
 
 
 def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> None:
@@ -133,6 +134,53 @@ def _loading_detail(probe: Probe) -> str:
     return probe.detail
 
 
+def converge(
+    units: list[StackUnit],
+    changed: set[str],
+    *,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+) -> list[UnitOutcome]:
+    """Bring these units to serving: start what is stopped, restart what changed, leave the rest.
+
+    `changed` holds the paths (under $XDG_CONFIG_HOME) of files just installed. A running
+    gateway whose own unit files did not change only reloads (blue/green behind the held
+    socket: no request is dropped); anything else that changed restarts.
+    """
+    states = systemd.show([u.unit for u in units])
+    plan: list[tuple[StackUnit, str]] = []
+    outcomes: list[UnitOutcome] = []
+    for unit in units:
+        state = states.get(unit.unit)
+        unit_changed = any(f"{UNIT_SUBDIR}/{name}" in changed for name in (unit.unit, *unit.companions))
+        if state is None or not state.running:
+            plan.append((unit, "started"))
+        elif unit_changed:
+            plan.append((unit, "restarted"))
+        elif unit.is_gateway and GATEWAY_FILE in changed:
+            plan.append((unit, "reloaded"))
+        else:
+            outcomes.append(UnitOutcome(unit.unit, "unchanged"))
+    with probe_client(5.0) as client:
+        # Backends load in parallel; the gateway goes once they serve.
+        for group in ([p for p in plan if not p[0].is_gateway], [p for p in plan if p[0].is_gateway]):
+            if not group:
+                continue
+            systemd.reset_failed([u.unit for u, _ in group])
+            for unit, action in group:
+                if action == "reloaded":
+                    start = time.monotonic()
+                    systemd.reload([unit.unit])  # synchronous: the new routes serve when it returns
+                    outcomes.append(UnitOutcome(unit.unit, action, time.monotonic() - start))
+                    continue
+                (systemd.restart if action == "restarted" else systemd.start)([unit.unit], block=False)
+            for unit, action in group:
+                if action != "reloaded":
+                    waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
+                    outcomes.append(UnitOutcome(unit.unit, action, waited))
+    return outcomes
+
+
 def up(
     loaded: LoadedConfig,
     stack: RenderedStack,
@@ -144,54 +192,63 @@ def up(
     progress: Progress | None = None,
     on_message: Callable[[str], None] | None = None,
     serving: dict[str, str] | None = None,
+    rollback_on_failure: bool = True,
 ) -> UpResult:
+    """Install what changed and bring the chosen units to serving, as one transaction.
+
+    With changes, a snapshot is taken first; if a unit then fails to become ready, the
+    snapshot is restored and serving resumes (unless rollback_on_failure is off, which keeps
+    the failed state for debugging).
+    """
+    from llmctl import recovery, snapshots  # noqa: PLC0415 - avoids an import cycle
+
     systemd.require_manager()
     all_units = stack_units(loaded.config, serving)
     chosen = select(all_units, names)
     result = UpResult()
     with state_lock(paths.state_dir, "up", wait=wait_lock, on_wait=on_message):
+        recovery.recover_pending(paths, on_message=on_message)
         states = systemd.show([u.unit for u in all_units])
         _preflight(chosen, states)
         changes = compare(stack, paths.config_home)
-        changed = {c.path for c in changes if c.kind is not ChangeKind.UNCHANGED}
-        removed = [c.path.rsplit("/", 1)[-1] for c in changes if c.kind is ChangeKind.REMOVED]
-        if removed:
-            # Units whose backend left the config: stop them before their files go.
-            systemd.stop(removed)
-            result.outcomes.extend(UnitOutcome(u, "removed") for u in removed)
-        if any(u.is_gateway for u in chosen):
-            result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
-        apply_changes(changes, paths.config_home)
         result.files = [c for c in changes if c.kind is not ChangeKind.UNCHANGED]
-        if changed:
-            systemd.daemon_reload()
-        gateway_file_changed = "llmctl/gateway.yaml" in changed
-        plan: list[tuple[StackUnit, str]] = []
-        for unit in chosen:
-            state = states.get(unit.unit)
-            file_changed = f"{UNIT_SUBDIR}/{unit.unit}" in changed or (
-                unit.is_gateway and gateway_file_changed
+        intent = None
+        if result.files:
+            snapshot = snapshots.take(
+                paths, loaded.path, reason="before up", command="up", keep=loaded.config.snapshots.keep
             )
-            if state is None or not state.running:
-                plan.append((unit, "started"))
-            elif file_changed:
-                plan.append((unit, "restarted"))
-            else:
-                result.outcomes.append(UnitOutcome(unit.unit, "unchanged"))
-        with probe_client(5.0) as client:
-            # Backends load in parallel; the gateway goes once they serve.
-            for group in ([p for p in plan if not p[0].is_gateway], [p for p in plan if p[0].is_gateway]):
-                if not group:
-                    continue
-                systemd.reset_failed([u.unit for u, _ in group])
-                for unit, action in group:
-                    (systemd.restart if action == "restarted" else systemd.start)([unit.unit], block=False)
-                for unit, action in group:
-                    waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
-                    result.outcomes.append(UnitOutcome(unit.unit, action, waited))
-        if not names:
-            # Marks the target active, so stopping it by hand stops the stack (PartOf=).
-            systemd.start([TARGET], block=False)
+            result.snapshot = snapshot.id
+            intent = transaction.begin(paths.state_dir, "up", snapshot.id)
+            intent = transaction.advance(paths.state_dir, intent, "snapshot-taken")
+        try:
+            removed = [c.path.rsplit("/", 1)[-1] for c in changes if c.kind is ChangeKind.REMOVED]
+            if removed:
+                # Units whose backend left the config: stop them before their files go.
+                systemd.stop(removed)
+                result.outcomes.extend(UnitOutcome(u, "removed") for u in removed)
+            if any(u.is_gateway for u in chosen):
+                result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
+            apply_changes(changes, paths.config_home)
+            if intent:
+                intent = transaction.advance(paths.state_dir, intent, "files-written")
+            if result.files:
+                systemd.daemon_reload()
+            result.outcomes.extend(
+                converge(chosen, {c.path for c in result.files}, timeout=timeout, progress=progress)
+            )
+            if not names:
+                # Marks the target active, so stopping it by hand stops the stack (PartOf=).
+                systemd.start([TARGET], block=False)
+        except (LlmctlError, KeyboardInterrupt) as failure:
+            if intent is None or not rollback_on_failure:
+                if intent is not None:
+                    transaction.finish(paths.state_dir)  # kept on purpose: nothing to recover
+                raise
+            raise recovery.roll_back_after(
+                paths, intent.snapshot, failure, also=tuple(u.unit for u in chosen), on_message=on_message
+            ) from None
+        if intent is not None:
+            transaction.finish(paths.state_dir)
     return result
 
 
@@ -212,25 +269,33 @@ def down(
     on_message: Callable[[str], None] | None = None,
 ) -> list[StopOutcome]:
     """Stop units (all llmctl units, gateway first, by default) and confirm they are gone."""
+    from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
+
     systemd.require_manager()
     configured = stack_units(loaded.config) if loaded is not None else []
+    # (unit, units stopped with it, host, port): the gateway's socket holds its port.
+    Target = tuple[str, tuple[str, ...], str, int]
     if names:
-        chosen = [(u.unit, u.host, u.port) for u in select(configured, names)]
+        chosen: list[Target] = [(u.unit, u.companions, u.host, u.port) for u in select(configured, names)]
     else:
         installed = [rel.rsplit("/", 1)[-1] for rel in installed_llmctl_units(paths.config_home)]
         by_unit = {u.unit: u for u in configured}
-        ordered = [u.unit for u in configured] + [u for u in installed if u not in by_unit and u != TARGET]
-        chosen = [(u, by_unit[u].host, by_unit[u].port) if u in by_unit else (u, "", 0) for u in ordered]
+        companions = {c for u in configured for c in u.companions}
+        chosen = [(u.unit, u.companions, u.host, u.port) for u in configured]
+        chosen += [
+            (u, (), "", 0) for u in installed if u not in by_unit and u not in companions and u != TARGET
+        ]
     chosen.reverse()  # the gateway before the backends it routes to
     outcomes = []
     with state_lock(paths.state_dir, "down", wait=wait_lock, on_wait=on_message):
-        states = systemd.show([u for u, _, _ in chosen])
+        recovery.recover_pending(paths, on_message=on_message, bring_up=False)
+        states = systemd.show([u for u, _, _, _ in chosen])
         if not names:
             systemd.stop([TARGET])
-        for unit, host, port in chosen:
+        for unit, with_it, host, port in chosen:
             state = states.get(unit)
             pids = procs.cgroup_pids(state.control_group) if state and state.running else []
-            systemd.stop([unit])
+            systemd.stop([unit, *with_it])
             leftover = _wait_gone(pids)
             busy = bool(port) and procs.port_in_use(host, port)
             outcomes.append(StopOutcome(unit, bool(state and state.running), tuple(leftover), busy))
@@ -273,10 +338,13 @@ def restart(
     systemd.require_manager()
     chosen = select(stack_units(loaded.config, serving), names)
     outcomes = []
+    from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
+
     with (
         state_lock(paths.state_dir, "restart", on_wait=on_message),
         probe_client(5.0) as client,
     ):
+        recovery.recover_pending(paths, on_message=on_message)
         systemd.reset_failed([u.unit for u in chosen])
         for unit in chosen:
             systemd.restart([unit.unit], block=False)

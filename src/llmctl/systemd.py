@@ -140,6 +140,11 @@ def restart(units: Sequence[str], *, block: bool = True, timeout: float | None =
         systemctl("restart", *([] if block else ["--no-block"]), *units, timeout=timeout)
 
 
+def reload(units: Sequence[str], *, timeout: float | None = 600) -> None:
+    if units:
+        systemctl("reload", *units, timeout=timeout)
+
+
 def reset_failed(units: Sequence[str]) -> None:
     if units:
         systemctl("reset-failed", *units, ok_codes=(0, 1))

@@ -58,10 +58,22 @@ def _message(text: str) -> None:
     help="Seconds to wait for each unit (default: its start timeout).",
 )
 @no_wait_option
+@click.option("--no-rollback", is_flag=True, help="On failure keep the failed state (for debugging).")
 @json_option
 @click.pass_obj
-def up(app: AppContext, names: tuple[str, ...], timeout: float | None, no_wait: bool, as_json: bool) -> int:
-    """Install the rendered units and start the stack; return once every backend serves."""
+def up(  # noqa: PLR0917 - one parameter per click option
+    app: AppContext,
+    names: tuple[str, ...],
+    timeout: float | None,
+    no_wait: bool,
+    no_rollback: bool,
+    as_json: bool,
+) -> int:
+    """Install the rendered units and start the stack; return once every backend serves.
+
+    A change is a transaction: llmctl snapshots first, and if a changed unit does not become
+    ready, restores the snapshot so the previous state serves again.
+    """
     from llmctl import lifecycle  # noqa: PLC0415
 
     loaded = app.load()
@@ -72,11 +84,13 @@ def up(app: AppContext, names: tuple[str, ...], timeout: float | None, no_wait: 
         result = lifecycle.up(
             loaded, app.render(loaded), app.paths, names, timeout=timeout, wait_lock=not no_wait,
             progress=None if as_json else printer, on_message=_message, serving=app.serving(loaded),
+            rollback_on_failure=not no_rollback,
         )  # fmt: skip
     finally:
         printer.done()
     if as_json:
         emit_json("up", {
+            "snapshot": result.snapshot,
             "files": [{"path": c.path, "change": c.kind} for c in result.files],
             "units": [
                 {"unit": o.unit, "action": o.action, "seconds": round(o.seconds, 2)} for o in result.outcomes
@@ -85,6 +99,8 @@ def up(app: AppContext, names: tuple[str, ...], timeout: float | None, no_wait: 
         return 0
     for change in result.files:
         click.echo(f"{change.kind.value:9} {app.paths.config_home / change.path}")
+    if result.snapshot:
+        click.echo(f"snapshot {result.snapshot} holds the previous state (llmctl rollback restores it)")
     if result.gateway_key_created:
         click.echo(f"created the gateway key in {app.paths.gateway_env_file} (llmctl gateway key prints it)")
     for outcome in result.outcomes:
@@ -218,6 +234,56 @@ def disable(app: AppContext) -> int:
     return 0
 
 
+@click.command()
+@click.argument("snapshot", required=False, metavar="[ID]")
+@click.option("--timeout", type=click.FloatRange(min=1))
+@no_wait_option
+@click.pass_obj
+def rollback(app: AppContext, snapshot: str | None, timeout: float | None, no_wait: bool) -> int:
+    """Go back to a snapshot (default: the state before the last change).
+
+    The current state is snapshotted first, so a rollback can itself be undone.
+    """
+    from llmctl import recovery, systemd  # noqa: PLC0415
+    from llmctl.cli.snapshot_cmds import _retention  # noqa: PLC0415
+    from llmctl.lock import state_lock  # noqa: PLC0415
+
+    systemd.require_manager()
+    config_path = app.config_path
+    printer = ProgressPrinter()
+    try:
+        with state_lock(app.paths.state_dir, "rollback", wait=not no_wait, on_wait=_message):
+            before, result = recovery.rollback(
+                app.paths, snapshot, config_path=config_path if config_path.is_file() else None,
+                keep=_retention(app), timeout=timeout, progress=printer, on_message=_message,
+            )  # fmt: skip
+    finally:
+        printer.done()
+    click.echo(f"rolled back to snapshot {result.snapshot} (the state before it is snapshot {before})")
+    for path in result.files:
+        click.echo(f"  restored {path}")
+    for outcome in result.outcomes:
+        click.echo(f"{outcome.unit}: {outcome.action}")
+    return 0
+
+
+@click.command()
+@click.pass_obj
+def recover(app: AppContext) -> int:
+    """Finish what an interrupted llmctl left: roll back to the snapshot it took first.
+
+    Every state-changing command does this by itself; this command only does that.
+    """
+    from llmctl import recovery, systemd  # noqa: PLC0415
+    from llmctl.lock import state_lock  # noqa: PLC0415
+
+    systemd.require_manager()
+    with state_lock(app.paths.state_dir, "recover", on_wait=_message):
+        result = recovery.recover_pending(app.paths, on_message=_message)
+    click.echo("nothing to recover" if result is None else f"rolled back to snapshot {result.snapshot}")
+    return 0
+
+
 def register(group: click.Group) -> None:
-    for command in (up, down, restart, status, logs, enable, disable):
+    for command in (up, down, restart, status, logs, enable, disable, rollback, recover):
         group.add_command(command)

@@ -22,6 +22,7 @@ from llmctl.config.schema import (
     Kind,
     Model,
     RemoteModel,
+    Snapshots,
     Supervisor,
     backend_class,
 )
@@ -88,6 +89,8 @@ def _fields_for(loc: Loc) -> list[str]:
         model = Gateway
     elif loc == ("supervisor",):
         model = Supervisor
+    elif loc == ("snapshots",):
+        model = Snapshots
     return list(model.model_fields) if model else []
 
 

@@ -207,12 +207,19 @@ class Supervisor(Strict):
     )
 
 
+class Snapshots(Strict):
+    keep: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=20, description="Snapshots kept besides pinned ones (oldest unpinned go first)."
+    )
+
+
 class Config(Strict):
     version: Literal[1]
     backends: dict[Name, Backend] = Field(default_factory=dict)
     models: dict[ModelId, Model] = Field(default_factory=dict)
     gateway: Gateway = Field(default_factory=Gateway)
     supervisor: Supervisor = Field(default_factory=Supervisor)
+    snapshots: Snapshots = Field(default_factory=Snapshots)
 
     def models_of(self, backend: str) -> dict[str, Model]:
         return {mid: m for mid, m in self.models.items() if m.backend == backend}

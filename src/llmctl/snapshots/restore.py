@@ -30,7 +30,9 @@ class _Item:
     key: str | None  # in the snapshot; None: the snapshot has no such file, so remove it
 
 
-def restore_plan(paths: Paths, snapshot: Snapshot, *, config_path: Path | None = None) -> list[FileChange]:
+def restore_plan(
+    paths: Paths, snapshot: Snapshot, *, config_path: Path | None = None, include_config: bool = True
+) -> list[FileChange]:
     """Every file a restore would consider, with what it would do to it (UNCHANGED included).
 
     The config goes back to config_path, else to where it was taken from. Files the snapshot
@@ -40,7 +42,7 @@ def restore_plan(paths: Paths, snapshot: Snapshot, *, config_path: Path | None =
     from llmctl.install import ChangeKind, FileChange  # noqa: PLC0415 - pulls in jinja2 and pydantic
 
     changes = []
-    for item in _items(paths, snapshot, config_path):
+    for item in _items(paths, snapshot, config_path, include_config):
         old = _read(item.target)
         new = snapshot.read(item.key) if item.key is not None else None
         if new is None:
@@ -55,7 +57,9 @@ def restore_plan(paths: Paths, snapshot: Snapshot, *, config_path: Path | None =
     return changes
 
 
-def restore_files(paths: Paths, snapshot: Snapshot, *, config_path: Path | None = None) -> list[FileChange]:
+def restore_files(
+    paths: Paths, snapshot: Snapshot, *, config_path: Path | None = None, include_config: bool = True
+) -> list[FileChange]:
     """Write the snapshot's files back (each atomically, with its recorded mode) and remove the
     llmctl files it does not hold. Returns the changes made (UNCHANGED left out).
 
@@ -65,8 +69,8 @@ def restore_files(paths: Paths, snapshot: Snapshot, *, config_path: Path | None 
     from llmctl.install import ChangeKind  # noqa: PLC0415
 
     manifest = snapshot.require()
-    items = {item.label: item for item in _items(paths, snapshot, config_path)}
-    plan = restore_plan(paths, snapshot, config_path=config_path)
+    items = {item.label: item for item in _items(paths, snapshot, config_path, include_config)}
+    plan = restore_plan(paths, snapshot, config_path=config_path, include_config=include_config)
     plan = [c for c in plan if c.kind != ChangeKind.UNCHANGED]
     payload = {c.path: snapshot.read(key) for c in plan if (key := items[c.path].key) is not None}
     done: list[FileChange] = []
@@ -90,7 +94,9 @@ def restore_files(paths: Paths, snapshot: Snapshot, *, config_path: Path | None 
     return done
 
 
-def _items(paths: Paths, snapshot: Snapshot, config_path: Path | None) -> list[_Item]:
+def _items(
+    paths: Paths, snapshot: Snapshot, config_path: Path | None, include_config: bool = True
+) -> list[_Item]:
     from llmctl.install import installed_llmctl_units  # noqa: PLC0415
     from llmctl.state import state_file  # noqa: PLC0415
 
@@ -101,7 +107,8 @@ def _items(paths: Paths, snapshot: Snapshot, config_path: Path | None) -> list[_
     items += [_Item(rel, paths.config_home / rel, None) for rel in installed if rel not in held]
     state = state_file(paths.state_dir)
     items.append(_Item(str(state), state, STATE_KEY if snapshot.has(STATE_KEY) else None))
-    if snapshot.has(CONFIG_KEY):
+    # Without the config: undo a failed `up` but keep the edit the user is fixing.
+    if include_config and snapshot.has(CONFIG_KEY):
         target = config_path or Path(manifest.config_path or "")
         # Through a symlink (a config kept in a dotfiles repo), not over it.
         items.append(_Item(_label(paths, target), target.resolve(), CONFIG_KEY))
