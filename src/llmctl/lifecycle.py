@@ -26,6 +26,7 @@ from llmctl.render.units import GATEWAY_FILE, TARGET, UNIT_SUBDIR, RenderedStack
 from llmctl.secrets import ensure_gateway_key
 from llmctl.signatures import match_lines
 from llmctl.stack import StackUnit, select, stack_units
+from llmctl.state import applied_config_file, record_applied
 
 Progress = Callable[[StackUnit, str, float], None]
 JOURNAL_LINES = 20
@@ -150,6 +151,12 @@ def converge(
     states = systemd.show([u.unit for u in units])
     plan: list[tuple[StackUnit, str]] = []
     outcomes: list[UnitOutcome] = []
+    failing = [u for u, st in states.items() if st.sub_state == "auto-restart" or st.active_state == "failed"]
+    if failing:
+        # Waiting to restart after a crash (a failed change, say): stop it, so what follows is
+        # a clean start and no stale "auto-restart" state is mistaken for the new attempt.
+        systemd.stop(failing)
+        states = systemd.show([u.unit for u in units])
     for unit in units:
         state = states.get(unit.unit)
         unit_changed = any(f"{UNIT_SUBDIR}/{name}" in changed for name in (unit.unit, *unit.companions))
@@ -214,8 +221,14 @@ def up(
         result.files = [c for c in changes if c.kind is not ChangeKind.UNCHANGED]
         intent = None
         if result.files:
+            applied = applied_config_file(paths.state_dir)
             snapshot = snapshots.take(
-                paths, loaded.path, reason="before up", command="up", keep=loaded.config.snapshots.keep
+                paths,
+                loaded.path,
+                reason="before up",
+                command="up",
+                keep=loaded.config.snapshots.keep,
+                config_content=applied if applied.is_file() else None,
             )
             result.snapshot = snapshot.id
             intent = transaction.begin(paths.state_dir, "up", snapshot.id)
@@ -247,6 +260,7 @@ def up(
             raise recovery.roll_back_after(
                 paths, intent.snapshot, failure, also=tuple(u.unit for u in chosen), on_message=on_message
             ) from None
+        record_applied(paths.state_dir, loaded.text)
         if intent is not None:
             transaction.finish(paths.state_dir)
     return result

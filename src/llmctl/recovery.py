@@ -18,6 +18,7 @@ from llmctl.lifecycle import Progress, UnitOutcome, converge
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, UNIT_SUBDIR
 from llmctl.stack import stack_from_installed
+from llmctl.state import record_applied
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def recover_pending(
             f"an earlier `llmctl {intent.command}` (pid {intent.pid}) stopped at phase {intent.phase}; "
             f"rolling back to snapshot {intent.snapshot}"
         )
-    result = restore(paths, intent.snapshot, bring_up=bring_up)
+    # The config stays as the user has it: the change they asked for is not lost, only undone.
+    result = restore(paths, intent.snapshot, bring_up=bring_up, include_config=False)
     transaction.finish(paths.state_dir)
     return result
 
@@ -146,4 +148,7 @@ def rollback(
             details=failure.details,
             hint=f"Both states are kept: llmctl rollback {before.id} goes back to where you were.",
         ) from None
+    manifest = snapshots.load(paths, target).require()
+    if manifest.config_path and Path(manifest.config_path).is_file():
+        record_applied(paths.state_dir, Path(manifest.config_path).read_text(encoding="utf-8"))
     return before.id, result

@@ -53,3 +53,15 @@ def effective_serving(config: Config, recorded: dict[str, str]) -> dict[str, str
         and config.models.get(model) is not None
         and config.models[model].backend == backend
     }
+
+
+def applied_config_file(state_dir: Path) -> Path:
+    """A copy of the config the installed units were rendered from (written by up/rollback).
+
+    The snapshot taken before `up` holds this text, not the edited config, so the config and
+    the units in a snapshot always belong together."""
+    return state_dir / "applied-config.yaml"
+
+
+def record_applied(state_dir: Path, config_text: str) -> None:
+    atomic_write(applied_config_file(state_dir), config_text, mode=0o600)

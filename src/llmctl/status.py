@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from llmctl import gpu, procs, systemd
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.schema import Config
 from llmctl.readiness import probe_once
-from llmctl.stack import StackUnit, stack_units
+from llmctl.stack import StackUnit, stack_from_installed, stack_units
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -70,9 +71,26 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
 
 
 def collect(
-    config: Config, serving: dict[str, str] | None = None, *, probe_timeout: float = 3.0
+    config: Config,
+    serving: dict[str, str] | None = None,
+    *,
+    config_home: Path | None = None,
+    probe_timeout: float = 3.0,
 ) -> StackStatus:
-    units = stack_units(config, serving)
+    """State and health of every configured unit.
+
+    Health is judged against what is installed (the unit files say which model must serve),
+    so a config edited but not yet applied reads as a note, not as a failure."""
+    wanted = stack_units(config, serving)
+    installed = {u.unit: u for u in stack_from_installed(config_home)} if config_home else {}
+    units = []
+    pending: dict[str, str] = {}
+    for want in wanted:
+        there = installed.get(want.unit)
+        if there is not None and there.model != want.model and not want.is_gateway:
+            pending[want.unit] = f"the config wants {want.model}, not applied yet (llmctl diff; llmctl up)"
+            want = replace(want, model=there.model, models=there.models)  # noqa: PLW2901 - judged by what runs
+        units.append(want)
     states = systemd.show([u.unit for u in units])
     to_probe = [u for u in units if (s := states.get(u.unit)) is not None and s.running]
     with (
@@ -88,6 +106,8 @@ def collect(
         state = states.get(unit.unit)
         probe = probes.get(unit.unit)
         health, detail = _health(unit, state, probe)
+        if unit.unit in pending:
+            detail = f"{detail}; {pending[unit.unit]}"
         running = state is not None and state.running
         use = procs.usage(procs.cgroup_pids(state.control_group)) if running and state else None
         uptime = (
@@ -167,4 +187,11 @@ def format_table(status: StackStatus) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]
     ]
     problems = [f"  {u.name}: {u.health_detail}" for u in status.units if u.health != "ok"]
-    return "\n".join(lines + (["", "not healthy:", *problems] if problems else []))
+    notes = [
+        f"  {u.name}: {u.health_detail}" for u in status.units if u.health == "ok" and "; " in u.health_detail
+    ]
+    return "\n".join(
+        lines
+        + (["", "not healthy:", *problems] if problems else [])
+        + (["", "notes:", *notes] if notes else [])
+    )

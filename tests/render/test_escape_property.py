@@ -34,7 +34,7 @@ EXPECTED_DIRECTIVES = {
     ("Unit", "StartLimitBurst"), ("Service", "Type"), ("Service", "ExecStart"),
     ("Service", "ExecStartPost"), ("Service", "Restart"), ("Service", "RestartSec"),
     ("Service", "TimeoutStartSec"), ("Service", "TimeoutStopSec"), ("Service", "KillMode"),
-    ("Service", "SyslogIdentifier"), ("Install", "WantedBy"),
+    ("Service", "SyslogIdentifier"), ("Service", "SuccessExitStatus"), ("Install", "WantedBy"),
 }  # fmt: skip
 
 

@@ -176,7 +176,7 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
     loaded = app.load()
     systemd.require_manager()
     while True:
-        result = status_mod.collect(loaded.config, app.serving(loaded))
+        result = status_mod.collect(loaded.config, app.serving(loaded), config_home=app.paths.config_home)
         if as_json:
             emit_json("status", result.as_dict(), ok=result.healthy)
         else:

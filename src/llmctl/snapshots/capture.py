@@ -53,8 +53,12 @@ def take(
     command: str,
     keep: int = DEFAULT_KEEP,
     now: datetime | None = None,
+    config_content: Path | None = None,
 ) -> Snapshot:
     """Snapshot the config, installed llmctl units, gateway file and state.json; then prune.
+
+    config_content: read the config's text from this file instead (the copy of the config
+    that produced the installed units), still recorded as config_path.
 
     Never copies gateway.env or secrets.env, and refuses outright if any copied file holds the
     value of a secret from them. On a write failure nothing of the new snapshot is left and
@@ -63,7 +67,7 @@ def take(
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
-    sources = _collect(paths, config_path)
+    sources = _collect(paths, config_path, config_content)
     _refuse_secrets(paths, sources)
     config = next((s for s in sources if s.key == CONFIG_KEY), None)
     root = snapshots_dir(paths)
@@ -120,13 +124,13 @@ class _Source:
     mode: int
 
 
-def _collect(paths: Paths, config_path: Path | None) -> list[_Source]:
+def _collect(paths: Paths, config_path: Path | None, config_content: Path | None = None) -> list[_Source]:
     from llmctl.install import installed_llmctl_units  # noqa: PLC0415 - pulls in jinja2 and pydantic
     from llmctl.state import state_file  # noqa: PLC0415
 
     wanted: list[tuple[str, Path]] = []
     if config_path is not None:
-        wanted.append((CONFIG_KEY, config_path))
+        wanted.append((CONFIG_KEY, config_content or config_path))
     for rel in installed_llmctl_units(paths.config_home):
         wanted.append((INSTALLED_PREFIX + rel, paths.config_home / rel))
     wanted.append((INSTALLED_PREFIX + GATEWAY_REL, paths.config_home / GATEWAY_REL))
@@ -143,7 +147,9 @@ def _collect(paths: Paths, config_path: Path | None) -> list[_Source]:
             raise LlmctlError(
                 f"cannot read {path} to snapshot it: {exc.strerror}", hint="No snapshot was taken."
             ) from None
-        sources.append(_Source(key, path, data, mode))
+        # The config is recorded under the path it is restored to, whichever file held its text.
+        origin = config_path if key == CONFIG_KEY and config_path is not None else path
+        sources.append(_Source(key, origin, data, mode))
     return sources
 
 
