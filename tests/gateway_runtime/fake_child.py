@@ -7,6 +7,7 @@ The config snapshot (CONFIG_FILE_PATH) holds `key: value` lines:
     tag: a               # what GET answers with
     behaviour: ok        # ok | fail (exit 3 before ready) | hang (never ready) | die (exit 7 after ready)
     ready_delay: 0.2     # seconds before it is ready (or fails)
+    stop_delay: 1.0      # seconds it lingers after SIGTERM (a long drain)
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> int:
         os._exit(7)
     while not stop.wait(0.05):
         pass
+    time.sleep(float(settings.get("stop_delay", "0")))
     server.shutdown()
     return 0
 

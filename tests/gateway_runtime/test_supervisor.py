@@ -159,8 +159,8 @@ def start(tmp_path: Path) -> Iterator[Start]:
                 gateway.process.wait()
 
 
-def config(tag: str, behaviour: str = "ok", ready_delay: float = 0.0) -> str:
-    return f"tag: {tag}\nbehaviour: {behaviour}\nready_delay: {ready_delay}\n"
+def config(tag: str, behaviour: str = "ok", ready_delay: float = 0.0, stop_delay: float = 0.0) -> str:
+    return f"tag: {tag}\nbehaviour: {behaviour}\nready_delay: {ready_delay}\nstop_delay: {stop_delay}\n"
 
 
 def test_first_generation_serves_from_a_private_snapshot(start: Start) -> None:
@@ -273,6 +273,39 @@ def test_sigterm_stops_the_child_and_exits_zero(start: Start) -> None:
     assert gw.process.wait(10) == 0
     assert not alive(child)
     assert gw.state()["status"] == "stopped"
+
+
+def test_stop_while_the_new_generation_starts_abandons_it(start: Start) -> None:
+    gw = start(config("a"))
+    first = gw.wait_serving(1)["serving"]["pid"]
+    gw.config.write_text(config("b", ready_delay=5))
+    gw.process.send_signal(signal.SIGHUP)
+    starting = wait_for("generation 2 starting", lambda: gw.state()["starting"])
+    began = time.monotonic()
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.process.wait(10) == 0
+    assert time.monotonic() - began < 3, "it did not wait for the new generation's start-up"
+    assert not alive(first) and not alive(starting["pid"])
+    state = gw.state()
+    assert state["status"] == "stopped" and state["last_reload"]["status"] == "failed"
+    assert "generation 2 was abandoned: the gateway is stopping" in state["last_reload"]["error"]
+
+
+def test_stop_while_the_old_generation_drains_stops_both_at_once(start: Start) -> None:
+    gw = start(config("a", stop_delay=2))
+    first = gw.wait_serving(1)["serving"]["pid"]
+    gw.config.write_text(config("b", stop_delay=2))
+    gw.process.send_signal(signal.SIGHUP)
+    wait_for("generation 1 draining", lambda: gw.state()["draining"])
+    began = time.monotonic()
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.process.wait(10) == 0
+    # Both drain in parallel: about one stop_delay, not two.
+    assert time.monotonic() - began < 3.5
+    state = gw.state()
+    assert not alive(first) and not alive(state["serving"]["pid"])
+    assert state["status"] == "stopped" and state["draining"] == []
+    assert state["message"].startswith("stopped (generation 2 ") and "generation 1 " in state["message"]
 
 
 def test_sighup_during_a_reload_runs_one_more_reload(start: Start) -> None:

@@ -180,6 +180,7 @@ class Generation:
     ready_after: float | None = None
     ready_at: str | None = None
     buffer: bytes = b""
+    signalled: bool = False  # SIGTERM sent
 
     @property
     def ready(self) -> bool:
@@ -261,7 +262,7 @@ class Supervisor:
         problem = self._await_ready(first)
         self.starting = None
         if problem is not None:
-            self._stop(first, ABANDON_TIMEOUT)
+            self._stop([first], ABANDON_TIMEOUT)
             if self.signals.term:
                 self._publish("stopped", "stopped before generation 1 was ready")
                 return 0
@@ -290,10 +291,14 @@ class Supervisor:
 
     def _shutdown(self) -> int:
         self.notify("STOPPING=1")
-        if self.serving is not None:
-            self._publish("stopping", f"stopping: draining generation {self.serving.number}")
-            how = self._stop(self.serving, self.settings.stop_timeout)
-            self._publish("stopped", f"stopped: generation {self.serving.number} exited ({how})")
+        # The serving generation, and one still draining if the stop came during a reload.
+        stopping = [g for g in (self.serving, *self.draining) if g is not None]
+        numbers = " and ".join(str(g.number) for g in stopping)
+        self._publish("stopping", f"stopping: draining generation {numbers}")
+        self._stop(stopping, self.settings.stop_timeout)
+        self.draining = []
+        how = ", ".join(f"generation {g.number} {describe_exit(g.process.returncode)}" for g in stopping)
+        self._publish("stopped", f"stopped ({how})")
         return 0
 
     def _reload(self) -> None:
@@ -323,23 +328,19 @@ class Supervisor:
         problem = self._await_ready(new)
         self.starting = None
         if problem is not None:
-            self._stop(new, ABANDON_TIMEOUT)
+            self._stop([new], ABANDON_TIMEOUT)
             self._reload_done(
                 started, f"generation {new.number} {problem}; generation {old.number} keeps serving"
             )
             return
         # From here on only the new generation accepts; the old one finishes what it has.
         self.serving = new
-        if old.alive:
-            self.draining = [old]
-            self._publish("reloading", f"generation {new.number} serves; generation {old.number} is draining")
-            how = self._stop(old, self.settings.stop_timeout)
+        self.draining = [old]
+        self._publish("reloading", f"generation {new.number} serves; generation {old.number} is draining")
+        if self._stop([old], self.settings.stop_timeout, until_term=True):
             self.draining = []
-            log(f"generation {old.number} exited ({how})")
-        else:
-            old.close_pipe()
-            with contextlib.suppress(FileNotFoundError):
-                old.config.unlink()
+            log(f"generation {old.number} exited ({describe_exit(old.process.returncode)})")
+        # else: the service is being stopped; _shutdown drains both generations at once.
         self._reload_done(started, None)
 
     def _reload_done(self, started: float, error: str | None) -> None:
@@ -432,22 +433,30 @@ class Supervisor:
                 return f"was not ready within {self.settings.ready_timeout:g} s"
             self._wait(min(remaining, 1.0), gen)
 
-    def _stop(self, gen: Generation, timeout: float) -> str:
-        """SIGTERM (the child drains), wait up to `timeout`, then SIGKILL. How it exited."""
-        if gen.alive:
-            with contextlib.suppress(ProcessLookupError):
-                gen.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while gen.alive and (remaining := deadline - time.monotonic()) > 0:
-                self._wait(min(remaining, 0.5))
+    def _stop(self, gens: list[Generation], timeout: float, *, until_term: bool = False) -> bool:
+        """SIGTERM each (a child drains), wait up to `timeout`, then SIGKILL; clean up after them.
+
+        With `until_term`, a SIGTERM to us cuts the wait short (False), leaving them running.
+        """
+        for gen in gens:
+            if gen.alive and not gen.signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    gen.process.send_signal(signal.SIGTERM)
+                gen.signalled = True
+        deadline = time.monotonic() + timeout
+        while any(g.alive for g in gens) and (remaining := deadline - time.monotonic()) > 0:
+            if until_term and self.signals.term:
+                return False
+            self._wait(min(remaining, 0.5))
+        for gen in gens:
             if gen.alive:
                 log(f"generation {gen.number} still running {timeout:g} s after SIGTERM: SIGKILL")
                 gen.process.kill()
-                gen.process.wait()
-        gen.close_pipe()
-        with contextlib.suppress(FileNotFoundError):
-            gen.config.unlink()
-        return describe_exit(gen.process.returncode)
+            gen.process.wait()
+            gen.close_pipe()
+            with contextlib.suppress(FileNotFoundError):
+                gen.config.unlink()
+        return True
 
     def _wait(self, timeout: float, gen: Generation | None = None) -> None:
         """Sleep until a signal arrives, `gen` writes to its ready pipe, or `timeout` passes."""
