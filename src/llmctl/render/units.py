@@ -32,6 +32,7 @@ GATEWAY_UNIT = "llmctl-gateway.service"
 GATEWAY_SOCKET = "llmctl-gateway.socket"  # holds the gateway's port; the target Wants= it
 GATEWAY_NAME = "gateway"
 UNIT_SUBDIR = "systemd/user"
+GATEWAY_FILE = "llmctl/gateway.yaml"  # relative to $XDG_CONFIG_HOME
 STOP_TIMEOUT = 60
 RESTART_SEC = 10
 # Five starts in ten minutes, then systemd stops trying (Result=start-limit-hit); with
