@@ -46,4 +46,3 @@ def read_gateway_key(path: Path) -> str:
     raise LlmctlError(
         f"{path} has no {KEY_VARIABLE}=sk-... line", hint="Delete it; `llmctl up` writes a new one."
     )
-
