@@ -56,8 +56,10 @@ def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> 
             problems.append(f"{unit.name}: executable '{unit.command}' not found")
         if unit.model_file is not None and not unit.model_file.exists():
             problems.append(f"{unit.name}: model file {unit.model_file} does not exist")
-        state = states.get(unit.unit)
-        ours = state is not None and state.running
+        # Ours if the unit runs, or the gateway's socket unit holds the port for it.
+        ours = any(
+            (st := states.get(name)) is not None and st.running for name in (unit.unit, *unit.companions)
+        )
         if not ours and procs.port_in_use(unit.host, unit.port):
             owner = procs.port_owner(unit.port) or "another process"
             problems.append(f"{unit.name}: port {unit.port} is already in use by {owner}")
@@ -215,7 +217,7 @@ def up(
     result = UpResult()
     with state_lock(paths.state_dir, "up", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
-        states = systemd.show([u.unit for u in all_units])
+        states = systemd.show([name for u in all_units for name in (u.unit, *u.companions)])
         _preflight(chosen, states)
         changes = compare(stack, paths.config_home)
         result.files = [c for c in changes if c.kind is not ChangeKind.UNCHANGED]

@@ -194,7 +194,7 @@ def _render_gateway_socket(config: Config, options: RenderOptions) -> str:
     )
 
 
-def _render_gateway(config: Config, options: RenderOptions, backend_units: list[str]) -> str:
+def _render_gateway(config: Config, options: RenderOptions) -> str:
     gw = config.gateway
     entry_point = _executable(gw.command, options.resolve, "gateway.command")
     runtime_dir = escape.ExpandedVariable("${RUNTIME_DIRECTORY}")
@@ -226,7 +226,9 @@ def _render_gateway(config: Config, options: RenderOptions, backend_units: list[
             socket=GATEWAY_SOCKET,
             syslog_identifier=syslog_identifier(GATEWAY_UNIT),
             description="llmctl gateway (LiteLLM proxy)",
-            after=escape.unit_word_list([GATEWAY_SOCKET, *backend_units]),
+            # Not After= the backends: the socket queues requests whatever starts first, and
+            # adding a backend must change only gateway.yaml (a reload), not this unit (a restart).
+            after=escape.unit_word_list([GATEWAY_SOCKET]),
             exec_start=escape.exec_line(serve),
             exec_reload=escape.exec_line(reload),
             environment=[escape.env_assignment(k, v) for k, v in environment.items()],
@@ -252,11 +254,10 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         unit = unit_name(name)
         files[f"{UNIT_SUBDIR}/{unit}"] = _render_backend(config, name, config.backends[name], options)
         units.append(unit)
-    backend_units = list(units)
     wants = list(units)
     if config.gateway.enabled:
         files[f"{UNIT_SUBDIR}/{GATEWAY_SOCKET}"] = _render_gateway_socket(config, options)
-        files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options, backend_units)
+        files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options)
         files["llmctl/gateway.yaml"] = render_gateway_config(config, dict(serving_model_map(config, options)))
         units.append(GATEWAY_UNIT)
         wants += [GATEWAY_SOCKET, GATEWAY_UNIT]
