@@ -76,6 +76,7 @@ def roll_back_after(
     *,
     also: tuple[str, ...] = (),
     on_message: Callable[[str], None] | None = None,
+    note: str = "your config still has the change: fix it and run llmctl up again",
 ) -> LlmctlError:
     """Restore the snapshot after a failed change; return the error that tells what happened."""
     what = failure.message if isinstance(failure, LlmctlError) else "interrupted"
@@ -95,7 +96,7 @@ def roll_back_after(
     transaction.finish(paths.state_dir)
     return LlmctlError(
         f"{what}; rolled back to snapshot {snapshot_id}: the previous state serves again"
-        " (your config still has the change: fix it and run llmctl up again)",
+        + (f" ({note})" if note else ""),
         details=details,
         hint=(failure.hint if isinstance(failure, LlmctlError) and failure.hint else None)
         or "llmctl snapshot diff to see what the failed change was",

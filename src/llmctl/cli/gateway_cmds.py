@@ -53,7 +53,7 @@ _SECONDS = click.FloatRange(min=0.1)
 @click.option("--drain-timeout", type=_SECONDS, default=DRAIN_TIMEOUT, show_default=True)
 @click.option("--graceful-timeout", type=_SECONDS, default=GRACEFUL_TIMEOUT, show_default=True)
 @click.option("--child-script", type=_FILE, default=CHILD_SCRIPT, hidden=True)
-def gateway_serve(  # noqa: PLR0917 - one parameter per option
+def gateway_serve(
     litellm_python: Path,
     config_file: Path,
     runtime_dir: Path,

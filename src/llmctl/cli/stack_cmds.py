@@ -61,7 +61,7 @@ def _message(text: str) -> None:
 @click.option("--no-rollback", is_flag=True, help="On failure keep the failed state (for debugging).")
 @json_option
 @click.pass_obj
-def up(  # noqa: PLR0917 - one parameter per click option
+def up(
     app: AppContext,
     names: tuple[str, ...],
     timeout: float | None,

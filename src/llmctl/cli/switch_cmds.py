@@ -1,0 +1,72 @@
+"""`llmctl switch MODEL`: change what a backend serves, transactionally."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from llmctl.cli.context import AppContext
+from llmctl.cli.output import emit_json
+from llmctl.cli.stack_cmds import ProgressPrinter, _message
+
+if TYPE_CHECKING:
+    from llmctl.render.units import RenderOptions
+
+
+@click.command()
+@click.argument("model")
+@click.option("--backend", help="The backend that should serve it (default: the model's own).")
+@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds the new model may take to load.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another llmctl holds the lock.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def switch(
+    app: AppContext, model: str, backend: str | None, timeout: float | None, no_wait: bool, as_json: bool
+) -> int:
+    """Serve MODEL on its backend instead of what it serves now.
+
+    Checks the model file first, takes the old model out of the gateway's routes, stops it,
+    starts the new one, checks it answers, then routes it. On any failure the previous model
+    serves again, and the output says why.
+    """
+    from dataclasses import replace  # noqa: PLC0415
+
+    from llmctl.switch import switch as run_switch  # noqa: PLC0415
+
+    loaded = app.load()
+    base = app.render_options(loaded)
+
+    def options(serving: dict[str, str]) -> RenderOptions:
+        return replace(base, serving=tuple(sorted(serving.items())))
+
+    printer = ProgressPrinter()
+
+    def on_phase(name: str, seconds: float) -> None:
+        if not as_json:
+            printer.done()
+            click.echo(f"  {name:11} {seconds:6.2f}s")
+
+    try:
+        result = run_switch(
+            loaded, app.paths, model, render_options=options, backend=backend, timeout=timeout,
+            wait_lock=not no_wait, progress=None if as_json else printer, on_phase=on_phase,
+            on_message=_message,
+        )  # fmt: skip
+    finally:
+        printer.done()
+    if as_json:
+        emit_json("switch", {
+            "backend": result.backend, "from": result.old, "to": result.new, "unchanged": result.unchanged,
+            "snapshot": result.snapshot, "total_s": round(result.total, 3),
+            "phases": {name: round(seconds, 3) for name, seconds in result.phases},
+        })  # fmt: skip
+    elif result.unchanged:
+        click.echo(f"{result.backend} already serves {result.new}")
+    else:
+        click.echo(f"{result.backend}: {result.old or '(nothing)'} -> {result.new} in {result.total:.2f}s")
+    return 0
+
+
+def register(group: click.Group) -> None:
+    group.add_command(switch)
