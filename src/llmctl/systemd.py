@@ -11,8 +11,10 @@ import logging
 import os
 import shlex
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmctl.errors import ExitCode, LlmctlError
 
@@ -233,3 +235,34 @@ def journal_tail(unit: str, lines: int = 20) -> list[str]:
     except LlmctlError:
         return []
     return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def verify(paths: Sequence[Path], *, timeout: float = 120) -> str:
+    """What `systemd-analyze --user verify` says about these unit files: "" when they are clean.
+
+    It exits 0 even on warnings (an unknown key, a missing executable), so any output at all is
+    a finding. It needs an XDG_RUNTIME_DIR even without a manager: an empty private one stands
+    in when none is set. Raises LlmctlError when systemd-analyze is missing or hangs.
+    """
+    if not paths:
+        return ""
+    argv = ["systemd-analyze", "--user", "verify", "--man=no", *(str(p) for p in paths)]
+    log.debug("+ %s", shlex.join(argv))
+    with tempfile.TemporaryDirectory(prefix="llmctl-verify-") as scratch:
+        env = dict(os.environ)
+        if not env.get("XDG_RUNTIME_DIR"):
+            env["XDG_RUNTIME_DIR"] = scratch
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, check=False, timeout=timeout, env=env
+            )
+        except FileNotFoundError:
+            raise LlmctlError(
+                "systemd-analyze not found", hint="It comes with systemd (package systemd)."
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise LlmctlError(f"`{shlex.join(argv)}` did not finish within {timeout} s") from None
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 and not output:
+        output = f"systemd-analyze exited with status {result.returncode}"
+    return output
