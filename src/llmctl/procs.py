@@ -83,6 +83,9 @@ def alive(pids: list[int]) -> list[int]:
 def port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a stopped server lingering in TIME_WAIT do not keep the
+        # port from being bound again, only a live socket does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
