@@ -39,11 +39,13 @@ def _register() -> None:
         ready_cmd,
         runbook_cmds,
         snapshot_cmds,
+        switch_cmds,
         stack_cmds,
     )
 
     for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd, snapshot_cmds, runbook_cmds):
         module.register(cli)
+    switch_cmds.register(cli)
 
 
 _register()

@@ -1,0 +1,223 @@
+"""llmctl switch on real llama.cpp servers behind the real LiteLLM gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmctl.smoke_model import SmokeShape, write_smoke_model
+from tests.integration.conftest import Provisioned, UserManager
+
+LLMCTL = [sys.executable, "-m", "llmctl"]
+
+
+def write_missing_tensor_gguf(source: Path, target: Path) -> Path:
+    """A GGUF whose header reads fine but which llama.cpp cannot load (a tensor is missing):
+    the kind of file that gets past every check before the server tries it."""
+    import gguf  # noqa: PLC0415
+
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(target), "llama")
+    for item in reader.fields.values():
+        if item.name.startswith("GGUF.") or item.name == "general.architecture":
+            continue
+        sub = item.types[-1] if item.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(item.name, item.contents(), item.types[0], sub)
+    for tensor in reader.tensors:
+        if tensor.name != "output_norm.weight":
+            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
+
+
+class SwitchStack:
+    def __init__(self, root: Path, provisioned: Provisioned, ports: list[int]) -> None:
+        self.root = root
+        self.native_port, self.py_port, self.gateway_port = ports
+        alpha = write_smoke_model(root / "alpha.gguf", seed=1)
+        beta = write_smoke_model(root / "beta.gguf", SmokeShape(layers=3), seed=2)
+        broken = write_missing_tensor_gguf(alpha, root / "broken.gguf")
+        corrupt = root / "corrupt.gguf"
+        corrupt.write_bytes(b"GGUF" + os.urandom(200))
+        gone = write_smoke_model(root / "gone.gguf", seed=3)
+        self.gone = gone
+        native = {"backend": "native", "context": 256}
+        self.config = root / "llmctl.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "backends": {
+                        "native": {
+                            "kind": "llama-server",
+                            "command": str(provisioned.llama_server),
+                            "port": self.native_port,
+                            "model": "alpha",
+                            "gpus": [],
+                        },
+                        "pyserver": {
+                            "kind": "llama-cpp-python",
+                            "command": str(provisioned.llama_cpp_python),
+                            "port": self.py_port,
+                            "model": "other",
+                            "gpus": [],
+                        },
+                    },
+                    "models": {
+                        "alpha": {**native, "source": str(alpha)},
+                        "beta": {**native, "source": str(beta)},
+                        "broken": {**native, "source": str(broken)},
+                        "corrupt": {**native, "source": str(corrupt)},
+                        "gone": {**native, "source": str(gone)},
+                        "other": {"backend": "pyserver", "source": str(alpha), "context": 256},
+                    },
+                    "gateway": {"command": str(provisioned.litellm), "port": self.gateway_port},
+                }
+            )
+        )
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def key(self) -> str:
+        return self.run("gateway", "key").stdout.strip()
+
+    def native_serves(self) -> list[str]:
+        return [
+            m["id"]
+            for m in httpx.get(f"http://127.0.0.1:{self.native_port}/v1/models", timeout=5).json()["data"]
+        ]
+
+    def native_pid(self) -> int:
+        units = json.loads(self.run("status", "--json").stdout)["data"]["units"]
+        return int(next(u for u in units if u["name"] == "native")["main_pid"])
+
+    def chat(self, model: str, client: httpx.Client | None = None) -> httpx.Response:
+        return (client or httpx).post(  # type: ignore[attr-defined]
+            f"http://127.0.0.1:{self.gateway_port}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {self.key()}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    user_manager: UserManager, provisioned: Provisioned, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SwitchStack]:
+    from tests.integration.conftest import free_port  # noqa: PLC0415
+
+    the_stack = SwitchStack(tmp_path_factory.mktemp("switch"), provisioned, [free_port() for _ in range(3)])
+    up = the_stack.run("up")
+    assert up.returncode == 0, up.stderr
+    yield the_stack
+    the_stack.run("down")
+    for unit in user_manager.unit_dir.glob("llmctl*"):
+        unit.unlink()
+    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+
+
+def test_switch_moves_the_route_with_the_model(stack: SwitchStack) -> None:
+    assert stack.native_serves() == ["alpha"]
+    assert stack.chat("alpha").status_code == 200
+    result = stack.run("switch", "beta")
+    assert result.returncode == 0, result.stderr
+    for phase in ("check", "routes-out", "stop", "start", "verify", "routes-in"):
+        assert f"  {phase}" in result.stdout
+    assert "native: alpha -> beta" in result.stdout
+    assert stack.native_serves() == ["beta"]
+    assert stack.chat("beta").status_code == 200
+    # The old id is no longer routed here: a clear error, never beta's answer.
+    stale = stack.chat("alpha")
+    assert stale.status_code in (400, 404), stale.text
+    units = {u["name"]: u for u in json.loads(stack.run("status", "--json").stdout)["data"]["units"]}
+    assert units["native"]["models"] == ["beta"] and units["native"]["health"] == "ok"
+    assert "beta" in units["gateway"]["models"] and "alpha" not in units["gateway"]["models"]
+    history = (
+        (Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "switch-history.jsonl").read_text().splitlines()
+    )
+    last = json.loads(history[-1])
+    assert (last["backend"], last["from"], last["to"], last["ok"]) == ("native", "alpha", "beta", True)
+
+
+def test_a_model_that_fails_to_load_is_rolled_back(stack: SwitchStack) -> None:
+    before = stack.native_serves()
+    result = stack.run("switch", "broken")
+    assert result.returncode == 1
+    assert "native did not become ready" in result.stderr
+    assert "rolled back to snapshot" in result.stderr and f"{before[0]} serves again" in result.stderr
+    assert "tensor 'output_norm.weight' not found" in result.stderr  # the journal says why
+    assert stack.native_serves() == before
+    assert stack.chat(before[0]).status_code == 200
+
+
+@pytest.mark.parametrize(("model", "message"), [("corrupt", "not a usable GGUF"), ("gone", "does not exist")])
+def test_a_bad_model_file_is_refused_before_anything_stops(
+    stack: SwitchStack, model: str, message: str
+) -> None:
+    if model == "gone":
+        stack.gone.unlink(missing_ok=True)
+    pid = stack.native_pid()
+    before = stack.native_serves()
+    result = stack.run("switch", model)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Nothing was changed" in result.stderr
+    assert stack.native_pid() == pid and stack.native_serves() == before
+
+
+def test_other_models_keep_serving_during_a_switch(stack: SwitchStack) -> None:
+    target = "alpha" if stack.native_serves() == ["beta"] else "beta"
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal answered
+        with httpx.Client() as client:
+            while not stop.is_set():
+                response = stack.chat("other", client)
+                if response.status_code == 200:
+                    answered += 1
+                else:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while answered == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = stack.run("switch", target)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=70)
+    assert result.returncode == 0, result.stderr
+    assert failures == [] and answered > 0
+
+
+def test_unknown_and_remote_models_are_usage_errors(stack: SwitchStack) -> None:
+    result = stack.run("switch", "alpah")
+    assert result.returncode == 2 and "did you mean 'alpha'" in result.stderr
+
+
+Chat = Callable[[str], Any]
