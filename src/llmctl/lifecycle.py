@@ -21,7 +21,7 @@ from llmctl.errors import ExitCode, LlmctlError
 from llmctl.install import ChangeKind, FileChange, apply_changes, compare, installed_llmctl_units
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
-from llmctl.readiness import probe_once
+from llmctl.readiness import poll_interval, probe_once
 from llmctl.render.units import GATEWAY_FILE, TARGET, UNIT_SUBDIR, RenderedStack
 from llmctl.secrets import ensure_gateway_key
 from llmctl.signatures import match_lines
@@ -103,7 +103,6 @@ def wait_serving(
 ) -> float:
     """Wait until systemd says active (its readiness gate passed) and a probe says ok."""
     start = clock()
-    interval = 0.05
     seen_activating = False
     while True:
         state = systemd.show([unit.unit])[unit.unit]
@@ -127,8 +126,7 @@ def wait_serving(
             progress(unit, detail, waited)
         if waited >= timeout:
             raise failure_report(unit, f"not ready after {waited:.0f} s (last probe: {detail})")
-        time.sleep(interval)
-        interval = min(interval * 2, 0.5)
+        time.sleep(poll_interval(waited))
 
 
 def _loading_detail(probe: Probe) -> str:

@@ -2,7 +2,7 @@
 
 The wait ends as soon as the answer is known: ready, the server process gone (a model that
 fails to load makes it exit at once; waiting out the deadline would hide that), or the
-deadline. Polling starts fast and backs off, so a quick server is seen within ~50 ms.
+deadline. Polling starts fast and backs off, so a quick server is seen within ~20 ms.
 """
 
 from __future__ import annotations
@@ -17,16 +17,24 @@ import psutil
 from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.backends.gateway import probe_gateway
-from llmctl.config.schema import Kind
 from llmctl.errors import LlmctlError
+from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
 
 GATEWAY_KIND = "gateway"
 PROBE_TIMEOUT = 5.0
-FIRST_INTERVAL = 0.05
-MAX_INTERVAL = 0.5
+FAST_INTERVAL = 0.02  # small models load in tens of milliseconds: look often at first
+FAST_PERIOD = 2.0
+MAX_INTERVAL = 0.5  # then back off: a 70B model takes minutes, no need to ask 50 times a second
+
+
+def poll_interval(waited: float) -> float:
+    """Seconds to wait before the next probe, `waited` seconds into a wait."""
+    if waited < FAST_PERIOD:
+        return FAST_INTERVAL
+    return min(FAST_INTERVAL * 2 ** ((waited - FAST_PERIOD) / 0.5), MAX_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,6 @@ def wait_ready(
     own_client = client is None
     client = client or probe_client(PROBE_TIMEOUT)
     start = clock()
-    interval = FIRST_INTERVAL
     attempts = 0
     try:
         while True:
@@ -89,8 +96,7 @@ def wait_ready(
                     f"{kind} at {url} was not ready after {waited:.0f} s (last probe: {probe.detail})",
                     hint="A large model may need a longer start_timeout in the config.",
                 )
-            sleep(min(interval, max(timeout - waited, 0.0)))
-            interval = min(interval * 2, MAX_INTERVAL)
+            sleep(min(poll_interval(waited), max(timeout - waited, 0.0)))
     finally:
         if own_client:
             client.close()

@@ -113,7 +113,7 @@ class SwitchStack:
         return int(next(u for u in units if u["name"] == "native")["main_pid"])
 
     def chat(self, model: str, client: httpx.Client | None = None) -> httpx.Response:
-        return (client or httpx).post(  # type: ignore[attr-defined]
+        return (client or httpx).post(
             f"http://127.0.0.1:{self.gateway_port}/v1/chat/completions",
             headers={"Authorization": f"Bearer {self.key()}"},
             json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},

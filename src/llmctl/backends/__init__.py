@@ -7,7 +7,7 @@ from llmctl.backends.llama_cpp_python import LlamaCppPythonAdapter
 from llmctl.backends.llama_server import LlamaServerAdapter
 from llmctl.backends.ollama import OllamaAdapter
 from llmctl.backends.vllm import VllmAdapter
-from llmctl.config.schema import Kind
+from llmctl.kinds import Kind
 
 _ADAPTERS: dict[Kind, Adapter] = {
     a.kind: a for a in (LlamaServerAdapter(), LlamaCppPythonAdapter(), VllmAdapter(), OllamaAdapter())

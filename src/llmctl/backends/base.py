@@ -14,10 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmctl.config.schema import AnyBackend, Kind, Model
+from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
+
+    from llmctl.config.schema import AnyBackend, Model
 
 
 class Health(enum.StrEnum):

@@ -20,10 +20,12 @@ from llmctl.backends.base import (
     openai_model_ids,
     timed_get,
 )
-from llmctl.config.schema import AnyBackend, Kind, Model
+from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
+
+    from llmctl.config.schema import AnyBackend, Model
 
 DEFAULT_CONTEXT = 4096
 

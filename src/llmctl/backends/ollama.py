@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmctl.backends.base import Adapter, Health, Launch, Probe, gpu_environment, timed_get
-from llmctl.config.schema import AnyBackend, Kind, Model, OllamaBackend
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
+
+    from llmctl.config.schema import AnyBackend, Model
 
 FIRST_POLL = 0.05
 MAX_POLL = 0.5
@@ -176,6 +178,8 @@ class OllamaAdapter(Adapter):
     def launch(
         self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
     ) -> Launch:
+        from llmctl.config.schema import OllamaBackend  # noqa: PLC0415 - pydantic is loaded when rendering
+
         assert isinstance(backend, OllamaBackend)
         if backend.args:
             # `ollama serve` is cobra.ExactArgs(0) with no flags: any argv item fails the start.

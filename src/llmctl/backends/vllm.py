@@ -20,11 +20,13 @@ from llmctl.backends.base import (
     openai_model_ids,
     timed_get,
 )
-from llmctl.config.schema import AnyBackend, Kind, Model, VllmBackend
 from llmctl.errors import LlmctlError
+from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
+
+    from llmctl.config.schema import AnyBackend, Model
 
 
 class VllmAdapter(Adapter):
@@ -35,6 +37,8 @@ class VllmAdapter(Adapter):
     def launch(
         self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None
     ) -> Launch:
+        from llmctl.config.schema import VllmBackend  # noqa: PLC0415 - pydantic is loaded when rendering
+
         assert isinstance(backend, VllmBackend)
         # vLLM serves exactly one model per process; the config checks require it.
         assert model_id is not None and model is not None and model.source is not None

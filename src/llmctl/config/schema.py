@@ -12,7 +12,6 @@ rendering (`llmctl.render.escape`).
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -25,6 +24,10 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from llmctl.kinds import Kind
+
+__all__ = ["Kind"]
 
 SCHEMA_VERSION = 1
 
@@ -82,13 +85,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class Kind(enum.StrEnum):
-    OLLAMA = "ollama"
-    LLAMA_SERVER = "llama-server"
-    LLAMA_CPP_PYTHON = "llama-cpp-python"
-    VLLM = "vllm"
 
 
 class Strict(BaseModel):
