@@ -150,6 +150,9 @@ def _check_network(config: Config) -> Iterator[Problem]:
     ]
     if config.gateway.enabled:
         listeners.append((("gateway",), config.gateway.host, config.gateway.port))
+    metrics = config.supervisor.metrics
+    if config.supervisor.enabled and metrics.enabled:
+        listeners.append((("supervisor", "metrics"), metrics.host, metrics.port))
     seen: dict[int, Loc] = {}
     for loc, _host, port in listeners:
         if port in seen:
@@ -160,6 +163,8 @@ def _check_network(config: Config) -> Iterator[Problem]:
         (("backends", n), b.host, b.allow_non_loopback) for n, b in config.backends.items()
     ]
     exposed.append((("gateway",), config.gateway.host, config.gateway.allow_non_loopback))
+    if config.supervisor.enabled and metrics.enabled:
+        exposed.append((("supervisor", "metrics"), metrics.host, metrics.allow_non_loopback))
     for loc, host, allowed in exposed:
         if not is_loopback(host) and not allowed:
             yield Problem(
@@ -167,6 +172,18 @@ def _check_network(config: Config) -> Iterator[Problem]:
                 f"{host} is not a loopback address; set allow_non_loopback: true to expose it"
                 " on purpose (anyone who can reach it can use the model)",
             )
+
+
+def _check_supervisor(config: Config) -> Iterator[Problem]:
+    for name in config.supervisor.backends:
+        if name not in config.backends:
+            yield Problem(
+                ("supervisor", "backends", name),
+                f"unknown backend '{name}'; {_suggest(name, list(config.backends))}",
+            )
+    for name in ("gateway", "supervisor"):
+        if name in config.backends:
+            yield Problem(("backends", name), f"'{name}' is reserved (llmctl-{name}.service is llmctl's own)")
 
 
 def _check_files(config: Config) -> Iterator[Problem]:
@@ -199,5 +216,6 @@ def check_config(config: Config) -> list[Problem]:
         *_check_references(config),
         *_check_fallbacks(config),
         *_check_network(config),
+        *_check_supervisor(config),
         *_check_files(config),
     ]

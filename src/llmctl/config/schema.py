@@ -194,13 +194,92 @@ class Gateway(Strict):
     allowed_fails: Annotated[int, Field(ge=0, le=1000)] = 3
 
 
-class Supervisor(Strict):
-    """Health-based restarts. `llmctl supervise` is not part of this release yet."""
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+Threshold = Annotated[int, Field(ge=1, le=100)]
 
-    enabled: Literal[False] = Field(
-        default=False,
-        description="Reserved: the supervisor service is not available in this release.",
+
+class StartupProbe(Strict):
+    """While a backend loads (its unit is activating, or it says it is loading again): probed,
+    never restarted. Unset keys take the default for the backend's kind."""
+
+    interval: Seconds | None = Field(default=None, description="Seconds between probes while loading.")
+    timeout: Seconds | None = None
+    budget: Seconds | None = Field(
+        default=None, description="Seconds it may stay loading; default: the backend's start_timeout."
     )
+
+
+class LivenessProbe(Strict):
+    """The cheap probe (/health or the like); `failure_threshold` failures in a row restart."""
+
+    interval: Seconds | None = None
+    timeout: Seconds | None = Field(default=None, description="Long enough for a busy server.")
+    failure_threshold: Threshold | None = None
+
+
+class DeepProbe(Strict):
+    """A one-token completion, only after `idle` seconds without activity and at most once per
+    `interval`: catches a server that answers /health but no longer infers."""
+
+    enabled: bool | None = Field(default=None, description="Default: on, except for Ollama.")
+    idle: Seconds | None = None
+    interval: Seconds | None = None
+    timeout: Seconds | None = None
+    failure_threshold: Threshold | None = None
+
+
+class Probes(Strict):
+    startup: StartupProbe = Field(default_factory=StartupProbe)
+    liveness: LivenessProbe = Field(default_factory=LivenessProbe)
+    deep: DeepProbe = Field(default_factory=DeepProbe)
+
+
+class Backoff(Strict):
+    """Restarts of one backend are spaced initial, 2 x initial, ... up to max seconds apart;
+    after `reset_after` seconds of health the next restart is immediate again."""
+
+    initial: Seconds = 10
+    max: Seconds = 300
+    reset_after: Seconds = 600
+
+
+class Breaker(Strict):
+    """After `max_restarts` restarts within `window` seconds the backend is marked failed and
+    left alone until `llmctl reset NAME`."""
+
+    max_restarts: Annotated[int, Field(ge=1, le=1000)] = 3
+    window: Seconds = 1800
+
+
+class Metrics(Strict):
+    enabled: bool = True
+    host: Host = "127.0.0.1"
+    port: Port = 9464
+    allow_non_loopback: bool = False
+
+
+class Supervisor(Strict):
+    """`llmctl supervise` (the llmctl-supervisor service): probes, restarts, events, metrics."""
+
+    enabled: bool = True
+    watchdog_sec: Annotated[int, Field(ge=2, le=3600)] = Field(
+        default=30, description="systemd restarts the supervisor itself if it stops pinging for this long."
+    )
+    startup: StartupProbe = Field(default_factory=StartupProbe)
+    liveness: LivenessProbe = Field(default_factory=LivenessProbe)
+    deep: DeepProbe = Field(default_factory=DeepProbe)
+    backends: dict[Name, Probes] = Field(
+        default_factory=dict, description="Per-backend probe settings, over the ones above."
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+    breaker: Breaker = Field(default_factory=Breaker)
+    metrics: Metrics = Field(default_factory=Metrics)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Supervisor:
+        if self.backoff.max < self.backoff.initial:
+            raise ValueError("backoff.max must be at least backoff.initial")
+        return self
 
 
 class Snapshots(Strict):
