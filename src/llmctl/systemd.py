@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 SHOW_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "MainPID", "NRestarts", "Result",
     "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestampMonotonic", "ControlGroup",
-    "UnitFileState", "StatusText",
+    "UnitFileState", "StatusText", "InactiveExitTimestampMonotonic",
 )  # fmt: skip
 
 NO_MANAGER_HINT = (
@@ -45,6 +45,10 @@ class UnitState:
     control_group: str
     active_since_monotonic_us: int
     unit_file_state: str
+    exec_main_code: int = 0  # CLD_*: 1 exited, 2 killed, 3 dumped
+    exec_main_status: int = 0  # exit status, or the signal
+    status_text: str = ""  # the last STATUS= the service sent (sd_notify)
+    started_monotonic_us: int = 0  # when it last left "inactive" (the start began)
 
     @property
     def exists(self) -> bool:
@@ -190,6 +194,10 @@ def show(units: Sequence[str]) -> dict[str, UnitState]:
             control_group=props.get("ControlGroup", ""),
             active_since_monotonic_us=_int(props.get("ActiveEnterTimestampMonotonic", "0")),
             unit_file_state=props.get("UnitFileState", ""),
+            exec_main_code=_int(props.get("ExecMainCode", "0")),
+            exec_main_status=_int(props.get("ExecMainStatus", "0")),
+            status_text=props.get("StatusText", ""),
+            started_monotonic_us=_int(props.get("InactiveExitTimestampMonotonic", "0")),
         )
     return states
 
@@ -232,6 +240,16 @@ def journal_argv(
 def journal_tail(unit: str, lines: int = 20) -> list[str]:
     try:
         result = run(journal_argv([unit], lines=lines, output="cat"), ok_codes=(0, 1), timeout=30)
+    except LlmctlError:
+        return []
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def journal_since(unit: str, since_epoch: float, lines: int = 200) -> list[str]:
+    """The unit's journal lines since a time (seconds since the epoch), oldest first."""
+    argv = journal_argv([unit], lines=lines, since=f"@{int(since_epoch)}", output="cat")
+    try:
+        result = run(argv, ok_codes=(0, 1), timeout=30)
     except LlmctlError:
         return []
     return [line for line in result.stdout.splitlines() if line.strip()]

@@ -1,0 +1,27 @@
+"""The health supervisor: `llmctl supervise`, run by llmctl-supervisor.service.
+
+systemd restarts a backend that crashes; nothing restarts one that hangs. The supervisor
+probes every backend (startup, liveness, deep: the Kubernetes vocabulary), restarts a hung
+one through systemd, and refuses to make things worse: it leaves alone a unit that is
+loading, stopped on purpose, being switched or already restarting under systemd's own
+Restart=; it spaces its restarts with a capped exponential backoff; after too many restarts
+it opens a circuit breaker and waits for `llmctl reset NAME`; and it does not restart after
+a failure a restart cannot fix (a missing model file, out of memory on load).
+
+Modules: `plan` (settings, resolved), `engine` (the decisions, pure, with a fake clock in
+tests), `probes` (HTTP), `store` (supervisor.json: backoff, breaker, restart history),
+`events` (events.jsonl + the journal), `metrics` (Prometheus), `runtime` (the loop, threads,
+sd_notify).
+
+Files under $XDG_STATE_HOME/llmctl/: supervisor.json, events.jsonl, switch-history.jsonl
+(written by `llmctl switch`, read for metrics).
+"""
+
+from __future__ import annotations
+
+SUPERVISOR_NAME = "supervisor"
+SUPERVISOR_UNIT = "llmctl-supervisor.service"
+SUPERVISOR_KIND = "supervisor"
+STATE_FILE = "supervisor.json"
+EVENTS_FILE = "events.jsonl"
+SWITCH_HISTORY_FILE = "switch-history.jsonl"
