@@ -35,16 +35,18 @@ def _register() -> None:
     from llmctl.cli import (  # noqa: PLC0415
         config_cmds,
         gateway_cmds,
+        gpu_cmds,
         model_cmds,
         ready_cmd,
         runbook_cmds,
         snapshot_cmds,
-        switch_cmds,
         stack_cmds,
+        switch_cmds,
     )
 
     for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd, snapshot_cmds, runbook_cmds):
         module.register(cli)
+    gpu_cmds.register(cli)
     switch_cmds.register(cli)
 
 
