@@ -34,13 +34,16 @@ def cli(ctx: click.Context, config_option: str | None) -> None:
 def _register() -> None:
     from llmctl.cli import (  # noqa: PLC0415
         config_cmds,
+        doctor_cmds,
         gateway_cmds,
         gpu_cmds,
+        init_cmds,
         model_cmds,
         ready_cmd,
         runbook_cmds,
         snapshot_cmds,
         stack_cmds,
+        supervisor_cmds,
         switch_cmds,
     )
 
@@ -48,6 +51,9 @@ def _register() -> None:
         module.register(cli)
     gpu_cmds.register(cli)
     switch_cmds.register(cli)
+    supervisor_cmds.register(cli)
+    doctor_cmds.register(cli)
+    init_cmds.register(cli)
 
 
 _register()
