@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmctl import procs, snapshots, systemd, transaction
 from llmctl.backends import adapter_for
@@ -42,6 +43,9 @@ from llmctl.paths import Paths
 from llmctl.render.gateway import render_gateway_config
 from llmctl.render.units import GATEWAY_FILE, GATEWAY_UNIT, RenderedStack, RenderOptions, render_stack
 from llmctl.stack import StackUnit, stack_units
+
+if TYPE_CHECKING:
+    from llmctl.planner import Eviction, Plan
 from llmctl.state import effective_serving, load_serving, save_serving
 
 HISTORY_FILE = "switch-history.jsonl"
@@ -224,7 +228,10 @@ def switch(
     progress: Progress | None = None,
     on_phase: Callable[[str, float], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    plan_fn: Callable[[dict[str, str]], Plan] | None = None,
 ) -> SwitchResult:
+    """plan_fn(serving) returns the memory plan (the CLI builds it from NVML or a described
+    inventory); without one, nothing is planned (tests of the transaction alone)."""
     from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
 
     systemd.require_manager()
@@ -244,6 +251,11 @@ def switch(
         phase = _Phases(result, on_phase)
         with phase("check"):
             check_model_file(loaded, model_id)
+        plan = None
+        if plan_fn is not None:
+            with phase("plan"):
+                plan = plan_fn(serving)
+            refuse_if_unfit(plan)
         unit_state = systemd.show([f"llmctl-{name}.service"]).get(f"llmctl-{name}.service")
         if old == model_id and unit_state is not None and unit_state.active_state == "active":
             result.unchanged = True
@@ -254,7 +266,11 @@ def switch(
         )  # fmt: skip
         result.snapshot = snapshot.id
         intent = transaction.begin(paths.state_dir, "switch", snapshot.id)
+        evicted: tuple[str, ...] = ()
         try:
+            if plan is not None and plan.evictions:
+                with phase("evict"):
+                    evicted = evict(plan, name, paths)
             _apply(loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress)
         except (LlmctlError, KeyboardInterrupt) as failure:
             record_history(paths, result, ok=False)
@@ -262,13 +278,69 @@ def switch(
                 paths,
                 snapshot.id,
                 failure,
-                also=(f"llmctl-{name}.service",),
+                also=(f"llmctl-{name}.service", *evicted),
                 on_message=on_message,
                 note=f"{old} serves again" if old else "",
             ) from None
         transaction.finish(paths.state_dir)
         record_history(paths, result, ok=True)
     return result
+
+
+def refuse_if_unfit(plan: Plan) -> None:
+    """Refuse before touching anything when even every allowed eviction would not make room."""
+    if plan.fits:
+        return
+    from llmctl.planner import human_bytes  # noqa: PLC0415
+
+    raise LlmctlError(
+        f"{plan.model} does not fit on {plan.backend}'s GPUs: short by {human_bytes(plan.short_by)}"
+        " even after every allowed eviction; nothing was changed",
+        details=[*plan.notes, *(f"GPU {g.index}: free {human_bytes(g.free_now)}, needs {human_bytes(g.needs)}"
+                                for g in plan.gpus if g.target)],
+        hint="llmctl plan shows the numbers; a smaller context or quantisation, fewer gpu_layers, or "
+        "unpinning a backend makes room.",
+    )  # fmt: skip
+
+
+def evict(plan: Plan, switching: str, paths: Paths) -> tuple[str, ...]:
+    """Carry out the plan's evictions, in order; return the units stopped (to restart on rollback)."""
+    stopped: list[str] = []
+    for eviction in plan.evictions:
+        if eviction.backend == switching:
+            continue  # the switch itself stops it
+        if eviction.action == "stop":
+            systemd.stop([eviction.unit])
+            stopped.append(eviction.unit)
+        elif eviction.action in ("unload", "sleep"):
+            _release(eviction, paths)
+    return tuple(stopped)
+
+
+def _release(eviction: Eviction, paths: Paths) -> None:
+    """Unload an Ollama model (asynchronous: waits until /api/ps no longer lists it) or put a
+    vLLM to sleep, through the backend's own API."""
+    from llmctl.backends import ollama, vllm  # noqa: PLC0415
+
+    unit = eviction.unit
+    state = systemd.show([unit]).get(unit)
+    if state is None or not state.running:
+        return
+    url = _unit_url(unit, paths)
+    with probe_client(30.0) as client:
+        if eviction.action == "unload" and eviction.model:
+            ollama.unload(client, url, eviction.model, timeout=60)
+        elif eviction.action == "sleep":
+            vllm.sleep(client, url, 1)
+
+
+def _unit_url(unit: str, paths: Paths) -> str:
+    from llmctl.stack import stack_from_installed  # noqa: PLC0415
+
+    for installed in stack_from_installed(paths.config_home):
+        if installed.unit == unit:
+            return installed.url
+    raise LlmctlError(f"{unit} is not installed; cannot ask it to free memory")
 
 
 def _apply(

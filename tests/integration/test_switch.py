@@ -221,3 +221,80 @@ def test_unknown_and_remote_models_are_usage_errors(stack: SwitchStack) -> None:
 
 
 Chat = Callable[[str], Any]
+
+
+def test_a_model_that_cannot_fit_is_refused_before_anything_changes(
+    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path
+) -> None:
+    """On a (described) 1 GiB GPU with 100 MiB free, nothing fits: refused, old model untouched."""
+    from tests.integration.conftest import free_port  # noqa: PLC0415
+
+    alpha = write_smoke_model(tmp_path / "alpha.gguf", seed=1)
+    beta = write_smoke_model(tmp_path / "beta.gguf", seed=2)
+    port = free_port()
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "backends": {
+                    "gpu": {
+                        "kind": "llama-server",
+                        "command": str(provisioned.llama_server),
+                        "port": port,
+                        "model": "alpha",
+                        "gpus": [0],
+                    },
+                },  # fmt: skip
+                "models": {
+                    "alpha": {"backend": "gpu", "source": str(alpha), "context": 256},
+                    "beta": {"backend": "gpu", "source": str(beta), "context": 256},
+                },
+                "gateway": {"enabled": False},
+            }
+        )
+    )
+    gib = 1 << 30
+    inventory = tmp_path / "gpus.json"
+    inventory.write_text(
+        json.dumps(
+            {
+                "source": "file",
+                "gpus": [
+                    {
+                        "index": 0,
+                        "uuid": "GPU-00000000-0000-0000-0000-000000000000",
+                        "name": "Tiny",
+                        "total_bytes": gib,
+                        "used_bytes": gib - (100 << 20),
+                        "free_bytes": 100 << 20,
+                        "utilization_percent": 0,
+                        "processes": [],
+                    },
+                ],
+            }
+        )  # fmt: skip
+    )
+    base = [*LLMCTL, "--config", str(config)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, check=False)
+
+    try:
+        assert run("up").returncode == 0
+        pid = json.loads(run("status", "--json").stdout)["data"]["units"][0]["main_pid"]
+        dry = run("switch", "beta", "--dry-run", "--gpu-inventory", str(inventory))
+        assert dry.returncode == 1 and "short by" in dry.stdout, dry.stdout + dry.stderr
+        result = run("switch", "beta", "--gpu-inventory", str(inventory))
+        assert result.returncode == 1
+        assert "does not fit" in result.stderr and "short by" in result.stderr
+        assert "nothing was changed" in result.stderr
+        assert json.loads(run("status", "--json").stdout)["data"]["units"][0]["main_pid"] == pid
+        assert [
+            m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"]
+        ] == ["alpha"]
+    finally:
+        run("down")
+        for unit in user_manager.unit_dir.glob("llmctl*"):
+            unit.unlink()
+        subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)

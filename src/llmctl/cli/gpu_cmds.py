@@ -305,6 +305,29 @@ def gpus_cmd(as_json: bool, inventory_file: Path | None) -> int:
     return 0
 
 
+def make_plan(
+    config: Config, serving: Mapping[str, str], model: str, backend: str | None, inventory_file: Path | None
+) -> Plan:
+    """The memory plan for serving `model` now (used by `plan` and `switch`)."""
+    from llmctl.estimate import estimate_model  # noqa: PLC0415
+    from llmctl.planner import choose_backend, plan, target_gpus  # noqa: PLC0415
+
+    name = choose_backend(config, model, backend)
+    facts = gather_facts(config, serving, inventory_file=inventory_file)
+    chosen = config.backends[name]
+    gpus, _ = target_gpus(chosen, facts.inventory)
+    estimate = estimate_model(
+        config,
+        model,
+        name,
+        gpu_totals=[g.total_bytes for g in gpus],
+        ollama_loaded=facts.ollama_loaded.get(name, []),
+        cpu_only=True if chosen.gpus == [] or not facts.inventory.gpus else None,
+    )
+    result = plan(config, model, facts.inventory, facts.running, backend=name, estimate=estimate)
+    return replace(result, notes=(*result.notes, *facts.notes))
+
+
 @click.command("plan")
 @click.argument("model")
 @click.option("--backend", metavar="NAME", help="Plan for this backend instead of the model's own.")
@@ -318,25 +341,8 @@ def plan_cmd(
 
     Exits 1 when it cannot fit even after every allowed eviction.
     """
-    from llmctl.estimate import estimate_model  # noqa: PLC0415
-    from llmctl.planner import choose_backend, plan, target_gpus  # noqa: PLC0415
-
     loaded = app.load()
-    config = loaded.config
-    name = choose_backend(config, model, backend)
-    facts = gather_facts(config, app.serving(loaded), inventory_file=inventory_file)
-    chosen = config.backends[name]
-    gpus, _ = target_gpus(chosen, facts.inventory)
-    estimate = estimate_model(
-        config,
-        model,
-        name,
-        gpu_totals=[g.total_bytes for g in gpus],
-        ollama_loaded=facts.ollama_loaded.get(name, []),
-        cpu_only=True if chosen.gpus == [] or not facts.inventory.gpus else None,
-    )
-    result = plan(config, model, facts.inventory, facts.running, backend=name, estimate=estimate)
-    result = replace(result, notes=(*result.notes, *facts.notes))
+    result = make_plan(loaded.config, app.serving(loaded), model, backend, inventory_file)
     if as_json:
         emit_json("plan", result.as_dict())
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -9,6 +10,7 @@ import click
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_json
 from llmctl.cli.stack_cmds import ProgressPrinter, _message
+from llmctl.errors import ExitCode
 
 if TYPE_CHECKING:
     from llmctl.render.units import RenderOptions
@@ -19,10 +21,24 @@ if TYPE_CHECKING:
 @click.option("--backend", help="The backend that should serve it (default: the model's own).")
 @click.option("--timeout", type=click.FloatRange(min=1), help="Seconds the new model may take to load.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another llmctl holds the lock.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (as `llmctl plan`); change nothing.")
+@click.option(
+    "--gpu-inventory",
+    "inventory_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Plan with GPUs described in FILE (the JSON of `llmctl gpus --json`) instead of NVML.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def switch(
-    app: AppContext, model: str, backend: str | None, timeout: float | None, no_wait: bool, as_json: bool
+    app: AppContext,
+    model: str,
+    backend: str | None,
+    timeout: float | None,
+    no_wait: bool,
+    dry_run: bool,
+    inventory_file: Path | None,
+    as_json: bool,
 ) -> int:
     """Serve MODEL on its backend instead of what it serves now.
 
@@ -32,9 +48,19 @@ def switch(
     """
     from dataclasses import replace  # noqa: PLC0415
 
+    from llmctl.cli.gpu_cmds import make_plan, plan_lines  # noqa: PLC0415
+    from llmctl.switch import resolve  # noqa: PLC0415
     from llmctl.switch import switch as run_switch  # noqa: PLC0415
 
     loaded = app.load()
+    name = resolve(loaded, model, backend)
+    if dry_run:
+        planned = make_plan(loaded.config, app.serving(loaded), model, name, inventory_file)
+        if as_json:
+            emit_json("switch", {"dry_run": True, "plan": planned.as_dict()}, ok=planned.fits)
+        else:
+            click.echo("\n".join(plan_lines(planned)))
+        return 0 if planned.fits else int(ExitCode.FAILED)
     base = app.render_options(loaded)
 
     def options(serving: dict[str, str]) -> RenderOptions:
@@ -52,6 +78,7 @@ def switch(
             loaded, app.paths, model, render_options=options, backend=backend, timeout=timeout,
             wait_lock=not no_wait, progress=None if as_json else printer, on_phase=on_phase,
             on_message=_message,
+            plan_fn=lambda serving: make_plan(loaded.config, serving, model, name, inventory_file),
         )  # fmt: skip
     finally:
         printer.done()
