@@ -245,7 +245,7 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_changes(
                         "model": "alpha",
                         "gpus": [0],
                     },
-                },  # fmt: skip
+                },
                 "models": {
                     "alpha": {"backend": "gpu", "source": str(alpha), "context": 256},
                     "beta": {"backend": "gpu", "source": str(beta), "context": 256},
@@ -273,7 +273,7 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_changes(
                     },
                 ],
             }
-        )  # fmt: skip
+        )
     )
     base = [*LLMCTL, "--config", str(config)]
 
