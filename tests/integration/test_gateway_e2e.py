@@ -130,3 +130,20 @@ def test_fallback_answers_when_a_backend_is_stopped(stack: Stack) -> None:
     finally:
         assert stack.run("up", "native").returncode == 0
     assert stack.chat("smoke-native").headers.get("x-litellm-model-group") == "smoke-native"
+
+
+def test_a_route_change_reloads_only_the_gateway(stack: Stack) -> None:
+    before = {name: u["main_pid"] for name, u in stack.units().items()}
+    config = yaml.safe_load(stack.config.read_text())
+    config["gateway"]["fallbacks"] = {"smoke-py": ["smoke-native"]}
+    stack.config.write_text(yaml.safe_dump(config))
+    result = stack.run("up")
+    assert result.returncode == 0, result.stderr
+    assert "llmctl-gateway.service: reloaded" in result.stdout
+    assert (
+        "llmctl-native.service: unchanged" in result.stdout
+        and "llmctl-pyserver.service: unchanged" in result.stdout
+    )
+    # Backends untouched; the gateway's supervisor kept running (a new LiteLLM generation serves).
+    assert {name: u["main_pid"] for name, u in stack.units().items()} == before
+    assert stack.chat("smoke-py").status_code == 200
