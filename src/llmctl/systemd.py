@@ -138,7 +138,8 @@ def start(units: Sequence[str], *, block: bool = True, timeout: float | None = N
 
 def stop(units: Sequence[str], *, timeout: float | None = 300) -> None:
     if units:
-        systemctl("stop", *units, timeout=timeout)
+        # 5: a unit that is not loaded (its file is gone) has nothing left to stop.
+        systemctl("stop", *units, ok_codes=(0, 5), timeout=timeout)
 
 
 def restart(units: Sequence[str], *, block: bool = True, timeout: float | None = None) -> None:

@@ -88,6 +88,7 @@ def test_render_out_writes_units_and_gateway(tmp_path: Path, capsys: pytest.Capt
         "systemd/user/llmctl-gateway.service",
         "systemd/user/llmctl-gateway.socket",
         "systemd/user/llmctl-llama.service",
+        "systemd/user/llmctl-supervisor.service",
         "systemd/user/llmctl.target",
     ]
     assert str(out_dir / "llmctl/gateway.yaml") in out
@@ -142,3 +143,8 @@ def test_config_show_json_has_defaults(tmp_path: Path, capsys: pytest.CaptureFix
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "frobnicate")
     assert code == 2 and "No such command" in err
+
+
+def test_json_error_names_the_command_not_the_config_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--config", str(tmp_path / "missing.yaml"), "validate", "--json")
+    assert code == 2 and json.loads(out)["command"] == "validate"

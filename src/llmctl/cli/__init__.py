@@ -59,12 +59,23 @@ def _register() -> None:
 _register()
 
 
+def _command_name(args: list[str]) -> str:
+    """The subcommand in argv, for the JSON error envelope (global options take values)."""
+    words = iter(args)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         result = cli.main(args=args, prog_name="llmctl", standalone_mode=False)
     except LlmctlError as err:
-        command = next((a for a in args if not a.startswith("-")), "")
+        command = _command_name(args)
         emit_error(err, command=command, as_json="--json" in args)
         return int(err.exit_code)
     except click.exceptions.Abort:
