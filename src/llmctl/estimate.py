@@ -216,7 +216,7 @@ def _open(path: Path) -> Any:
         import gguf  # noqa: PLC0415 - numpy and gguf cost ~100 ms: only when a model is estimated
     except ImportError as exc:
         raise LlmctlError(
-            "reading a GGUF header needs the gguf package", hint="pip install 'llmctl[gguf]'"
+            "reading a GGUF header needs the gguf package", hint="reinstall llmctl (gguf is a dependency)"
         ) from exc
     if not path.is_file():
         raise LlmctlError(f"model file {path} does not exist", exit_code=ExitCode.USAGE)

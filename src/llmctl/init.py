@@ -650,7 +650,7 @@ def ensure_smoke_model(path: Path) -> bool:
     except ImportError as exc:
         raise LlmctlError(
             f"cannot write the smoke model: {exc}",
-            hint="pip install 'llmctl[gguf]', or give a GGUF file with --model PATH",
+            hint="reinstall llmctl (gguf is a dependency), or give a GGUF file with --model PATH",
         ) from None
     except (OSError, ValueError) as exc:
         raise LlmctlError(f"cannot write the smoke model {path}: {exc}") from None

@@ -5,7 +5,7 @@ completions, but its weights are random: everything it generates is noise. It ex
 tests and demos can start a real server without downloading a model.
 
 ``gguf`` and ``numpy`` are imported inside :func:`write_smoke_model` only, so that importing this
-module (and starting the CLI) stays cheap; they come with the optional extra ``llmctl[gguf]``.
+module (and starting the CLI) stays cheap; gguf is a dependency of llmctl.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def write_smoke_model(
     except ImportError as exc:
         raise ImportError(
             f"writing a smoke model needs the gguf package ({exc.name} is missing):"
-            " pip install 'llmctl[gguf]'"
+            " reinstall llmctl (gguf is a dependency)"
         ) from exc
 
     path = Path(path)

@@ -26,11 +26,11 @@ def smoke(path: Path, seed: int) -> int:
     try:
         from llmctl.smoke_model import write_smoke_model  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        raise LlmctlError(str(exc), hint="pip install 'llmctl[gguf]'") from None
+        raise LlmctlError(str(exc), hint="reinstall llmctl (gguf is a dependency)") from None
     try:
         written = write_smoke_model(path, seed=seed)
     except ImportError as exc:
-        raise LlmctlError(str(exc), hint="pip install 'llmctl[gguf]'") from None
+        raise LlmctlError(str(exc), hint="reinstall llmctl (gguf is a dependency)") from None
     except (OSError, ValueError) as exc:
         raise LlmctlError(f"cannot write {path}: {exc}", exit_code=ExitCode.FAILED) from None
     click.echo(f"{written}: smoke-test model (random weights, output is noise)")
