@@ -25,13 +25,14 @@ def test_backends_then_gateway_and_what_each_serves() -> None:
         "llmctl-llama.service",
         "llmctl-ollama.service",
         "llmctl-gateway.service",
+        "llmctl-supervisor.service",
     ]
-    llama, ollama, gateway = units
+    llama, ollama, gateway, _supervisor = units
     assert (llama.model, llama.models, llama.url) == ("tiny", ("tiny",), "http://127.0.0.1:8080")
     assert ollama.model is None and ollama.models == ("llama3",)
     # The gateway routes what is served now: not the idle model of the llama backend.
     assert gateway.models == ("llama3", "tiny")
-    assert stack_units(config, {"llama": "idle"})[-1].models == ("idle", "llama3")
+    assert stack_units(config, {"llama": "idle"})[-2].models == ("idle", "llama3")
 
 
 def test_select_by_name_or_unit_keeps_stack_order() -> None:

@@ -107,6 +107,8 @@ def wait_serving(
     while True:
         state = systemd.show([unit.unit])[unit.unit]
         waited = clock() - start
+        if state.active_state == "active" and unit.is_supervisor:
+            return waited  # Type=notify: active means it sent READY=1
         if state.active_state == "active":
             probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
             if probe.health is Health.OK:
@@ -120,8 +122,11 @@ def wait_serving(
             raise failure_report(unit, "the server exited and systemd is restarting it")
         else:
             seen_activating = seen_activating or state.active_state == "activating"
-            probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
-            detail = _loading_detail(probe)
+            if unit.is_supervisor:
+                detail = "starting (its first round of probes)"
+            else:
+                probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
+                detail = _loading_detail(probe)
         if progress is not None:
             progress(unit, detail, waited)
         if waited >= timeout:
@@ -169,8 +174,10 @@ def converge(
         else:
             outcomes.append(UnitOutcome(unit.unit, "unchanged"))
     with probe_client(5.0) as client:
-        # Backends load in parallel; the gateway goes once they serve.
-        for group in ([p for p in plan if not p[0].is_gateway], [p for p in plan if p[0].is_gateway]):
+        # Backends load in parallel; the gateway goes once they serve; the supervisor last.
+        backends = [p for p in plan if not p[0].is_gateway and not p[0].is_supervisor]
+        gateway = [p for p in plan if p[0].is_gateway]
+        for group in (backends, gateway, [p for p in plan if p[0].is_supervisor]):
             if not group:
                 continue
             systemd.reset_failed([u.unit for u, _ in group])

@@ -18,11 +18,15 @@ from llmctl.render.units import (
     GATEWAY_SOCKET,
     GATEWAY_START_TIMEOUT,
     GATEWAY_UNIT,
+    SUPERVISOR_NAME,
+    SUPERVISOR_START_TIMEOUT,
+    SUPERVISOR_UNIT,
     UNIT_SUBDIR,
     unit_name,
 )
 
 GATEWAY_KIND = "gateway"
+SUPERVISOR_KIND = "supervisor"  # ready = active: Type=notify, READY=1 after its first round
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,30 @@ class StackUnit:
     def is_gateway(self) -> bool:
         return self.kind == GATEWAY_KIND
 
+    @property
+    def is_supervisor(self) -> bool:
+        return self.kind == SUPERVISOR_KIND
+
+
+def _supervisor_unit(host: str, port: int) -> StackUnit:
+    import sys  # noqa: PLC0415
+
+    return StackUnit(
+        name=SUPERVISOR_NAME,
+        unit=SUPERVISOR_UNIT,
+        kind=SUPERVISOR_KIND,
+        host=host,
+        port=port,  # its metrics port (0: none)
+        model=None,
+        models=(),
+        start_timeout=SUPERVISOR_START_TIMEOUT,
+        command=sys.executable,
+        model_file=None,
+    )
+
 
 def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[StackUnit]:
-    """Backends (sorted by name), then the gateway: the order `up` starts them in."""
+    """Backends (sorted by name), the gateway, the supervisor: the order `up` starts them in."""
     serving = serving or {}
     serving_map: dict[str, str] = {}
     units = []
@@ -96,6 +121,9 @@ def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[S
                 companions=(GATEWAY_SOCKET,),
             )
         )
+    if config.supervisor.enabled:
+        metrics = config.supervisor.metrics
+        units.append(_supervisor_unit(metrics.host, metrics.port if metrics.enabled else 0))
     return units
 
 
@@ -183,4 +211,6 @@ def stack_from_installed(config_home: Path) -> list[StackUnit]:
                 companions=(GATEWAY_SOCKET,),
             )
         )
+    if (unit_dir / SUPERVISOR_UNIT).is_file():
+        units.append(_supervisor_unit("127.0.0.1", 0))
     return units

@@ -3,7 +3,8 @@
 JSON (data of the result envelope, STATUS_SCHEMA_VERSION bumps on incompatible change):
     {"schema": 1, "healthy": bool, "units": [{"name", "unit", "kind", "active_state",
      "sub_state", "main_pid", "uptime_s", "restarts", "health", "health_detail",
-     "probe_latency_ms", "models", "port", "rss_bytes", "cpu_seconds", "gpu_memory_bytes"}]}
+     "probe_latency_ms", "models", "port", "rss_bytes", "cpu_seconds", "gpu_memory_bytes",
+     "last_event": {"time", "event", "probe", "reason"} | null}]}
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from llmctl import gpu, procs, systemd
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.schema import Config
+from llmctl.paths import Paths
 from llmctl.readiness import probe_once
 from llmctl.stack import StackUnit, stack_from_installed, stack_units
 
@@ -40,6 +42,7 @@ class UnitStatus:
     rss_bytes: int | None
     cpu_seconds: float | None
     gpu_memory_bytes: int | None
+    last_event: dict[str, object] | None = None  # the supervisor's newest event about it
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
         return Health.DOWN, "not installed (run llmctl up)"
     if state.active_state in ("inactive", "failed"):
         return Health.DOWN, f"{state.active_state} ({state.result})"
+    if unit.is_supervisor:
+        # Type=notify: active means READY=1 came; its STATUS= line says what it sees.
+        if state.active_state == "active":
+            return Health.OK, state.status_text or "active"
+        return Health.LOADING, state.status_text or state.active_state
     if probe is None:
         return Health.UNKNOWN, "not probed"
     if state.active_state == "activating" and probe.health is not Health.OK:
@@ -75,6 +83,7 @@ def collect(
     serving: dict[str, str] | None = None,
     *,
     config_home: Path | None = None,
+    state_dir: Path | None = None,
     probe_timeout: float = 3.0,
 ) -> StackStatus:
     """State and health of every configured unit.
@@ -92,7 +101,9 @@ def collect(
             want = replace(want, model=there.model, models=there.models)  # noqa: PLW2901 - judged by what runs
         units.append(want)
     states = systemd.show([u.unit for u in units])
-    to_probe = [u for u in units if (s := states.get(u.unit)) is not None and s.running]
+    to_probe = [
+        u for u in units if (s := states.get(u.unit)) is not None and s.running and not u.is_supervisor
+    ]
     with (
         probe_client(probe_timeout) as client,
         ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
@@ -101,6 +112,7 @@ def collect(
         probes = {unit: future.result() for unit, future in futures.items()}
     gpu_by_pid = gpu.memory_by_pid() if to_probe else None
     now_us = time.monotonic_ns() // 1000
+    last_events = _last_events(state_dir or Paths.from_env().state_dir, {u.name for u in units})
     rows = []
     for unit in units:
         state = states.get(unit.unit)
@@ -136,9 +148,19 @@ def collect(
                 rss_bytes=use.rss_bytes if use else None,
                 cpu_seconds=round(use.cpu_seconds, 2) if use else None,
                 gpu_memory_bytes=_gpu_bytes(use, gpu_by_pid),
+                last_event=last_events.get(unit.name),
             )
         )
     return StackStatus(rows)
+
+
+def _last_events(state_dir: Path, names: set[str]) -> dict[str, dict[str, object]]:
+    from llmctl.supervisor import events  # noqa: PLC0415
+
+    return {
+        name: {"time": e.time, "event": e.event, "probe": e.probe, "reason": e.reason}
+        for name, e in events.last_per_backend(state_dir, names).items()
+    }
 
 
 def _gpu_bytes(use: procs.Usage | None, by_pid: dict[int, int] | None) -> int | None:
@@ -190,8 +212,25 @@ def format_table(status: StackStatus) -> str:
     notes = [
         f"  {u.name}: {u.health_detail}" for u in status.units if u.health == "ok" and "; " in u.health_detail
     ]
+    seen = [
+        f"  {u.name}: {_event_time(str(u.last_event['time']))} {u.last_event['event']}"
+        + (f" [{u.last_event['probe']}]" if u.last_event.get("probe") else "")
+        + f": {u.last_event['reason']}"
+        for u in status.units
+        if u.last_event
+    ]
     return "\n".join(
         lines
         + (["", "not healthy:", *problems] if problems else [])
         + (["", "notes:", *notes] if notes else [])
+        + (["", "last supervisor event (llmctl events):", *seen] if seen else [])
     )
+
+
+def _event_time(iso: str) -> str:
+    from datetime import datetime  # noqa: PLC0415
+
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso

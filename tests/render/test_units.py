@@ -76,7 +76,7 @@ def test_units_follow_what_each_backend_needs() -> None:
             assert get(unit, "StartLimitBurst", "Unit") and not get(unit, "StartLimitBurst")
             argv = systemd_syntax.exec_argv(get(unit, "ExecStart")[0])
             assert isinstance(argv[0], str) and argv[0].startswith("/")
-            if unit != "llmctl-gateway.service":
+            if unit not in ("llmctl-gateway.service", "llmctl-supervisor.service"):
                 assert get(unit, "KillMode") == ["control-group"]
                 assert get(unit, "Type") == ["exec"]
     assert get("llmctl-vllm.service", "Restart") == ["always"]

@@ -39,6 +39,11 @@ RESTART_SEC = 10
 # RestartSec=10 a crash loop takes about a minute to get there instead of half a second.
 START_LIMIT_INTERVAL = 600
 START_LIMIT_BURST = 5
+SUPERVISOR_UNIT = "llmctl-supervisor.service"
+SUPERVISOR_NAME = "supervisor"
+SUPERVISOR_START_TIMEOUT = 90  # READY=1 after the plan child and the first round of probes
+SUPERVISOR_STOP_TIMEOUT = 30
+SUPERVISOR_RESTART_SEC = 5
 GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload=
 GATEWAY_STOP_TIMEOUT = CHILD_STOP_TIMEOUT + 15
 assert GATEWAY_START_TIMEOUT > RELOAD_WAIT_TIMEOUT, "reload-wait must give up before systemd does"
@@ -57,7 +62,7 @@ class RenderedStack:
     """Files keyed by their path relative to $XDG_CONFIG_HOME, in start order for units."""
 
     files: dict[str, str]
-    units: list[str]  # unit names in start order: backends, gateway (target last)
+    units: list[str]  # unit names in start order: backends, gateway, supervisor (target last)
 
     def unit_path(self, unit: str) -> str:
         return f"{UNIT_SUBDIR}/{unit}"
@@ -247,6 +252,34 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
     )
 
 
+def _render_supervisor(config: Config, options: RenderOptions) -> str:
+    sup = config.supervisor
+    serve = [
+        *options.llmctl_argv, "--config", str(options.config_path),
+        "supervise", "--state-dir", str(options.paths.state_dir),
+    ]  # fmt: skip
+    metrics = f"{sup.metrics.host}:{sup.metrics.port}" if sup.metrics.enabled else ""
+    return (
+        _environment()
+        .get_template("supervisor.service.j2")
+        .render(
+            version=__version__,
+            config_path=escape.plain_value(str(options.config_path)),
+            unit=SUPERVISOR_UNIT,
+            syslog_identifier=syslog_identifier(SUPERVISOR_UNIT),
+            description="llmctl supervisor (health probes, restarts, metrics)",
+            metrics=escape.plain_value(metrics),
+            exec_start=escape.exec_line(serve),
+            watchdog_sec=sup.watchdog_sec,
+            restart_sec=SUPERVISOR_RESTART_SEC,
+            start_timeout=SUPERVISOR_START_TIMEOUT,
+            stop_timeout=SUPERVISOR_STOP_TIMEOUT,
+            start_limit_interval=START_LIMIT_INTERVAL,
+            start_limit_burst=START_LIMIT_BURST,
+        )
+    )
+
+
 def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
     files: dict[str, str] = {}
     units: list[str] = []
@@ -261,6 +294,10 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         files["llmctl/gateway.yaml"] = render_gateway_config(config, dict(serving_model_map(config, options)))
         units.append(GATEWAY_UNIT)
         wants += [GATEWAY_SOCKET, GATEWAY_UNIT]
+    if config.supervisor.enabled:
+        files[f"{UNIT_SUBDIR}/{SUPERVISOR_UNIT}"] = _render_supervisor(config, options)
+        units.append(SUPERVISOR_UNIT)
+        wants.append(SUPERVISOR_UNIT)
     files[f"{UNIT_SUBDIR}/{TARGET}"] = (
         _environment()
         .get_template("llmctl.target.j2")

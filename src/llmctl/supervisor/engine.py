@@ -352,6 +352,12 @@ class Engine:
 
     # -- results ------------------------------------------------------------------------------
 
+    def discard(self, name: str, probe: ProbeName) -> None:
+        """Forget a probe whose result says nothing (its process is no longer the one asked)."""
+        t = self.trackers.get(name)
+        if t is not None:
+            t.inflight.discard("deep" if probe == "deep" else "liveness")
+
     def probe_done(
         self, now: float, name: str, probe: ProbeName, invocation: Invocation, result: ProbeResult
     ) -> list[Action]:

@@ -174,12 +174,12 @@ class Supervisor:
         self.notifier = sdnotify.SystemdNotifier()
         self.stop = threading.Event()
         self.http = probes.client()
+        self.engine = Engine(plan, Store(state_dir), self._emit, journal_lines, on_probe=self._observed)
         self.metrics = Metrics(
             state_dir,
             gpu_read=_gpu_reader(),
             units=lambda: {b.unit: b.name for b in self.engine.plan.backends},
         )
-        self.engine = Engine(plan, Store(state_dir), self._emit, journal_lines, on_probe=self._observed)
         self.metrics.declare({b.name: b.kind for b in plan.backends})
         self.pool = ThreadPoolExecutor(
             max_workers=max(4, 2 * len(plan.backends) + 2), thread_name_prefix="probe"
@@ -252,6 +252,11 @@ class Supervisor:
                     result = future.result()
                 except Exception as exc:
                     result = ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}")
+                if not result.ok and not self._still_same(action):
+                    # Stopped or restarted while the probe ran (a `systemctl stop`, say): the
+                    # failure is about a process that is going away, not a hang.
+                    self.engine.discard(action.backend, action.probe)
+                    continue
                 self._submit(
                     self.engine.probe_done(now, action.backend, action.probe, action.invocation, result)
                 )
@@ -261,6 +266,21 @@ class Supervisor:
                 except Exception as exc:
                     outcome, detail = RestartOutcome.FAILED, f"{type(exc).__name__}: {exc}"
                 self.engine.restart_done(now, action, outcome, detail)
+
+    def _still_same(self, request: ProbeRequest) -> bool:
+        """Whether the unit still runs, active, the process the probe was sent to."""
+        unit = next((b.unit for b in self.engine.plan.backends if b.name == request.backend), None)
+        if unit is None:
+            return False
+        try:
+            state = systemd.show([unit]).get(unit)
+        except LlmctlError:
+            return True  # cannot tell: let the engine judge
+        return (
+            state is not None
+            and state.active_state == "active"
+            and (state.main_pid, state.active_since_monotonic_us) == request.invocation
+        )
 
     def _round(self, now: float) -> list[Future[Any]]:
         units = [b.unit for b in self.engine.plan.backends]
@@ -306,7 +326,9 @@ class Supervisor:
             now = time.time()
             self._collect(now)
             self._replan_if_changed()
-            if self.first_round is None or self.engine.due(now):
+            # While a changed config is being read, the old plan may name old ports: wait.
+            replanning = any(isinstance(a, str) for a in self.futures.values())
+            if self.first_round is None or (self.engine.due(now) and not replanning):
                 submitted = self._round(now)
                 if self.first_round is None:
                     self.first_round = set(submitted)

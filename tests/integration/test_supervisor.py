@@ -1,0 +1,310 @@
+"""The supervisor against real llama-servers under the real user manager.
+
+Intervals are shortened through the config (liveness every second, two or three failures) so
+each scenario takes seconds; the defaults are exercised by the benchmark and the load test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmctl.paths import Paths
+from tests.integration.conftest import Provisioned, UserManager, free_port
+
+LLMCTL = [sys.executable, "-m", "llmctl"]
+SUPERVISOR = "llmctl-supervisor.service"
+FAST = {"liveness": {"interval": 1, "timeout": 1, "failure_threshold": 3}, "deep": {"enabled": False}}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+def show(unit: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["systemctl", "--user", "show", unit, "-p", "ActiveState,SubState,MainPID,NRestarts,StatusText,Result"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+class Stack:
+    def __init__(self, root: Path, provisioned: Provisioned, model: Path) -> None:
+        self.root = root
+        self.provisioned = provisioned
+        self.model = model
+        self.config = root / "llmctl.yaml"
+        self.state_dir = Paths.from_env().state_dir
+        self.metrics_port = free_port()
+
+    def write(
+        self,
+        supervisor: dict[str, Any],
+        *,
+        command: str | None = None,
+        gateway: dict[str, Any] | None = None,
+        parallel: int | None = None,
+    ) -> None:
+        backend: dict[str, Any] = {
+            "kind": "llama-server",
+            "command": command or str(self.provisioned.llama_server),
+            "port": free_port(),
+            "model": "smoke",
+            "gpus": [],
+        }
+        if parallel:
+            backend["args"] = ["--parallel", str(parallel)]
+        self.port = backend["port"]
+        config = {
+            "version": 1,
+            "backends": {"native": backend},
+            "models": {"smoke": {"backend": "native", "source": str(self.model), "context": 512}},
+            "gateway": gateway or {"enabled": False},
+            "supervisor": {"watchdog_sec": 5, "metrics": {"port": self.metrics_port}, **supervisor},
+        }
+        self.config.write_text(yaml.safe_dump(config))
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(self.config), *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        path = self.state_dir / "events.jsonl"
+        if not path.exists():
+            return []
+        found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [e for e in found if event is None or e["event"] == event]
+
+    def serves(self) -> bool:
+        try:
+            response = httpx.post(
+                f"http://127.0.0.1:{self.port}/v1/completions",
+                json={"model": "smoke", "prompt": "hi", "max_tokens": 1},
+                timeout=2,
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def main_pid(self) -> int:
+        return int(show("llmctl-native.service")["MainPID"])
+
+
+@pytest.fixture
+def stack(
+    user_manager: UserManager, provisioned: Provisioned, smoke_model: Path, tmp_path: Path
+) -> Iterator[Stack]:
+    the_stack = Stack(tmp_path, provisioned, smoke_model)
+    for leftover in ("events.jsonl", "supervisor.json"):
+        (the_stack.state_dir / leftover).unlink(missing_ok=True)
+    yield the_stack
+    # A frozen process would keep its port: wake everything before stopping it.
+    for name in ("llmctl-native.service", SUPERVISOR):
+        pid = int(show(name).get("MainPID", "0") or 0)
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+    the_stack.run("down")
+    for unit in user_manager.unit_dir.glob("llmctl*"):
+        unit.unlink()
+    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+    subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+
+
+def test_a_frozen_server_is_restarted_and_serves_again(stack: Stack) -> None:
+    stack.write(FAST)
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    assert show(SUPERVISOR)["ActiveState"] == "active"
+    # Its first round came while `up` held the lock (paused); the next one sees the backend.
+    wait_for("STATUS= says ok", lambda: show(SUPERVISOR)["StatusText"] == "1 backends: 1 ok", timeout=10)
+    pid = stack.main_pid()
+    assert stack.serves()
+
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    restart = wait_for("a restart event", lambda: stack.events("restart"), timeout=20)[0]
+    detected = time.monotonic() - stopped
+    # interval x threshold, plus one probe timeout, plus a round's slack.
+    assert detected <= 1 * 3 + 1 + 2, detected
+    assert restart["backend"] == "native" and restart["probe"] == "liveness"
+    assert "liveness failed 3 times in a row" in restart["reason"]
+    assert [e["probe"] for e in stack.events("probe-failed")] == ["liveness"] * 3
+    wait_for("serving again", stack.serves, timeout=30)
+    serving = time.monotonic() - stopped
+    assert stack.main_pid() != pid
+    recovered = wait_for("a recovered event", lambda: stack.events("recovered"), timeout=10)[0]
+    print(f"frozen -> restart event {detected:.1f} s, -> serving {serving:.1f} s; {recovered['evidence']}")
+
+    # The journal has it with structured fields.
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "json", "LLMCTL_BACKEND=native", "LLMCTL_EVENT=restart"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
+    assert entries and entries[-1]["LLMCTL_PROBE"] == "liveness", journal[-2000:]
+    # status shows the last event per backend.
+    rows = {u["name"]: u for u in json.loads(stack.run("status", "--json").stdout)["data"]["units"]}
+    assert rows["native"]["last_event"]["event"] in ("restart", "recovered")
+    assert rows["supervisor"]["health"] == "ok" and rows["supervisor"]["kind"] == "supervisor"
+    events = stack.run("events", "--json", "--since", "10m")
+    assert [e["event"] for e in json.loads(events.stdout)["data"]["events"]][-2:] == ["restart", "recovered"]
+
+
+def test_a_killed_server_is_left_to_systemd(stack: Stack) -> None:
+    stack.write(FAST)
+    assert stack.run("up").returncode == 0
+    pid = stack.main_pid()
+    os.kill(pid, signal.SIGKILL)
+    # systemd waits RestartSec=10 before its own restart.
+    wait_for("restarted by systemd", lambda: show("llmctl-native.service")["NRestarts"] == "1", timeout=30)
+    wait_for("serving again", stack.serves, timeout=30)
+    time.sleep(6)  # longer than interval x threshold: a second restart would have happened by now
+    assert show("llmctl-native.service")["NRestarts"] == "1"
+    assert stack.events("restart") == []
+    crashed = wait_for("a crashed event", lambda: stack.events("crashed"), timeout=10)
+    assert len(crashed) == 1 and "systemd restarted it" in crashed[0]["reason"]
+
+
+WRAPPER = """#!/bin/sh
+# llama-server that freezes a second after it starts serving: it fails every start.
+"{real}" "$@" &
+child=$!
+trap 'kill -CONT $child; kill -TERM $child; wait $child; exit 0' TERM
+while ! curl -sf "http://127.0.0.1:{port}/health" >/dev/null 2>&1; do sleep 0.05; done
+sleep 1
+kill -STOP $child
+wait $child
+"""
+
+
+def test_a_backend_that_fails_every_start_backs_off_then_the_breaker_holds_until_reset(
+    stack: Stack, tmp_path: Path
+) -> None:
+    supervisor = {
+        "liveness": {"interval": 1, "timeout": 1, "failure_threshold": 2},
+        "deep": {"enabled": False},
+        "backoff": {"initial": 6, "max": 60, "reset_after": 600},
+        "breaker": {"max_restarts": 3, "window": 600},
+    }
+    wrapper = tmp_path / "freezing-llama-server"
+    stack.write(supervisor, command=str(wrapper))
+    wrapper.write_text(WRAPPER.format(real=stack.provisioned.llama_server, port=stack.port))
+    wrapper.chmod(0o755)
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    wait_for("the breaker opens", lambda: stack.events("breaker-open"), timeout=90, interval=0.5)
+    restarts = stack.events("restart")
+    assert len(restarts) == 3
+    times = [time.mktime(time.strptime(e["time"][:19], "%Y-%m-%dT%H:%M:%S")) for e in restarts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 6 - 1 and gaps[1] >= 12 - 1 and gaps[1] > gaps[0], gaps
+    assert stack.events("deferred"), "the backoff was announced"
+    breaker = stack.events("breaker-open")[0]
+    assert "llmctl reset native" in breaker["reason"] and len(breaker["evidence"]["restarts"]) == 3
+    # Left alone: frozen, but no more restarts.
+    time.sleep(8)
+    assert len(stack.events("restart")) == 3
+    assert "held" in show(SUPERVISOR)["StatusText"]
+
+    reset = stack.run("reset", "native")
+    assert reset.returncode == 0 and "breaker closed" in reset.stdout, reset.stderr
+    assert stack.events("reset")
+    wait_for("acting again after the reset", lambda: len(stack.events("restart")) == 4, timeout=20)
+
+
+def test_a_frozen_supervisor_is_restarted_by_systemds_watchdog(stack: Stack) -> None:
+    stack.write(FAST)
+    assert stack.run("up").returncode == 0
+    before = show(SUPERVISOR)
+    os.kill(int(before["MainPID"]), signal.SIGSTOP)
+    # WatchdogSec=5, then RestartSec=5, then its first round.
+    after = wait_for(
+        "a new supervisor process",
+        lambda: (
+            (s := show(SUPERVISOR))["MainPID"] not in ("0", before["MainPID"])
+            and s["ActiveState"] == "active"
+            and s
+        ),
+        timeout=30,
+        interval=0.5,
+    )
+    assert int(after["NRestarts"]) >= 1
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "USER_UNIT=llmctl-supervisor.service", "+", "_SYSTEMD_UNIT=llmctl-supervisor.service"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    assert "Watchdog timeout" in journal or "watchdog" in journal.lower(), journal[-3000:]
+
+
+def test_stopped_on_purpose_is_not_restarted(stack: Stack) -> None:
+    stack.write(FAST)
+    assert stack.run("up").returncode == 0
+    assert stack.run("down", "native").returncode == 0
+    time.sleep(6)
+    assert show("llmctl-native.service")["ActiveState"] == "inactive"
+    assert stack.run("up", "native").returncode == 0
+    subprocess.run(["systemctl", "--user", "stop", "llmctl-native.service"], check=True)
+    time.sleep(6)
+    assert show("llmctl-native.service")["ActiveState"] == "inactive"
+    assert stack.events("restart") == [] and stack.events("probe-failed") == []
+
+
+def test_no_restart_under_fifty_concurrent_clients_for_a_minute(stack: Stack) -> None:
+    gateway_port = free_port()
+    stack.write(
+        # Default timeout and threshold; probes five times as often, and deep probes allowed
+        # after 5 idle seconds: a busy server must not look hung.
+        {"liveness": {"interval": 2}, "deep": {"idle": 5, "interval": 10}},
+        gateway={"command": str(stack.provisioned.litellm), "port": gateway_port},
+        parallel=4,
+    )
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    print(f"up done at {time.strftime('%H:%M:%S')}")
+    key = stack.run("gateway", "key").stdout.strip()
+    pid = stack.main_pid()
+    deadline = time.monotonic() + 60
+    codes: list[int] = []
+
+    def client_loop(_: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            while time.monotonic() < deadline:
+                response = client.post(
+                    f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": "smoke", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+                )
+                codes.append(response.status_code)
+
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(client_loop, range(50)))
+    assert codes and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
+    assert stack.main_pid() == pid
+    assert show("llmctl-native.service")["NRestarts"] == "0"
+    assert stack.events("restart") == [] and stack.events("probe-failed") == [], [
+        (e["time"], e["event"], e["reason"]) for e in stack.events()
+    ]
+    print(f"{len(codes)} requests in 60 s through the gateway, no probe failure")
