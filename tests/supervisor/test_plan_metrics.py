@@ -75,7 +75,7 @@ def test_exposition_has_every_family_and_backend_series(tmp_path: Path) -> None:
     assert 'llmctl_backend_up{backend="native",kind="llama-server"} 1.0' in text
     assert 'llmctl_backend_restarts_total{backend="native",reason="crash"} 0.0' in text
     assert 'llmctl_backend_phase{backend="native",phase="running"} 1.0' in text
-    assert "llmctl_gpu_count 0.0" in text and "process_resident_memory_bytes" in text
+    assert "llmctl_gpus 0.0" in text and "process_resident_memory_bytes" in text
 
 
 def test_switch_history_becomes_histograms(tmp_path: Path) -> None:
@@ -118,4 +118,4 @@ def test_gpu_memory_per_gpu_and_per_backend(tmp_path: Path) -> None:
     assert 'llmctl_gpu_memory_used_bytes{gpu="0",name="RTX",uuid="GPU-1"} 4.294967296e+09' in text
     assert 'llmctl_backend_gpu_memory_bytes{backend="native"} 3.221225472e+09' in text
     assert 'llmctl_backend_gpu_memory_bytes{backend="other"} 0.0' in text
-    assert "llmctl_gpu_count 1.0" in text
+    assert "llmctl_gpus 1.0" in text

@@ -13,14 +13,14 @@
 | llmctl_supervisor_last_round_timestamp_seconds | gauge | |
 | llmctl_gpu_memory_used_bytes, llmctl_gpu_memory_total_bytes | gauge (NVML) | gpu, uuid, name |
 | llmctl_backend_gpu_memory_bytes | gauge: memory of the unit's processes (NVML) | backend |
-| llmctl_gpu_count | gauge: GPUs NVML sees (0 without a driver) | |
+| llmctl_gpus | gauge: GPUs NVML sees (0 without a driver) | |
 | llmctl_switch_duration_seconds | histogram, from switch-history.jsonl | backend, ok |
 | llmctl_switches_total | counter, from switch-history.jsonl | backend, ok |
 | llmctl_switch_last_duration_seconds | gauge: the last switch's total | backend |
 | llmctl_switch_last_phase_seconds | gauge: the last switch's phases | backend, phase |
 | process_* | the supervisor's own memory and CPU | |
 
-Without a GPU the GPU families are exported with no samples (and llmctl_gpu_count 0): "cannot
+Without a GPU the GPU families are exported with no samples (and llmctl_gpus 0): "cannot
 tell" is not "0 bytes". The switch figures are re-read from `llmctl switch`'s history file
 when it changes.
 """
@@ -80,7 +80,7 @@ class GpuCollector:
             "GPU memory used by the processes of a backend's unit (NVML)",
             labels=["backend"],
         )
-        count = GaugeMetricFamily("llmctl_gpu_count", "GPUs NVML sees (0: no driver or no GPU)")
+        count = GaugeMetricFamily("llmctl_gpus", "GPUs NVML sees (0: no driver or no GPU)")
         count.add_metric([], len(gpus))
         units = self.units()
         by_backend: dict[str, int] = dict.fromkeys(units.values(), 0) if gpus else {}
