@@ -32,13 +32,17 @@ PROMPT = "Hello"
 
 
 def client() -> httpx.Client:
-    """One client for every probe: loopback HTTP, no proxy from the environment, no CA bundle."""
+    """One client for every probe: loopback HTTP, no proxy from the environment, no CA bundle.
+
+    No keep-alive: an idle kept-alive connection would hold one of llama-server's few HTTP
+    threads between probes, and a server that closes it at shutdown leaves its own port in
+    TIME_WAIT. A new loopback connection per probe costs microseconds."""
     import httpx  # noqa: PLC0415
 
     return httpx.Client(
         trust_env=False,
         verify=False,  # noqa: S501 - plain HTTP to local servers; skips loading the CA bundle
-        limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=30),
+        limits=httpx.Limits(max_keepalive_connections=0),
     )
 
 
