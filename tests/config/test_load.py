@@ -240,3 +240,25 @@ def test_all_problems_reported_at_once() -> None:
     config["backends"]["llama"]["port"] = 70000
     config["backends"]["llama"]["hots"] = "x"
     assert len(problems(config)) == 2
+
+
+@pytest.mark.parametrize(
+    ("where", "typo", "suggestion"),
+    [
+        (("supervisor", "liveness"), "intervall", "interval"),
+        (("supervisor", "metrics"), "prot", "port"),
+        (("snapshots",), "kepe", "keep"),
+        (("models", "tiny", "remote"), "api_bse", "api_base"),
+    ],
+)
+def test_unknown_nested_keys_get_a_suggestion(where: tuple[str, ...], typo: str, suggestion: str) -> None:
+    config = minimal_config()
+    if where[0] == "models":
+        config["models"]["remote-one"] = {"remote": {"provider": "openai", "model": "x"}}
+        where = ("models", "remote-one", "remote")
+    node = config
+    for key in where:
+        node = node.setdefault(key, {})
+    node[typo] = 1
+    [message] = problems(config)
+    assert f"did you mean '{suggestion}'?" in message, message

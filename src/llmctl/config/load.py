@@ -7,9 +7,10 @@ name each problem by YAML path (and line), say what is wrong, and hint at a fix.
 from __future__ import annotations
 
 import difflib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -18,13 +19,7 @@ from llmctl.config.checks import check_config
 from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.schema import (
     Config,
-    Gateway,
     Kind,
-    Model,
-    RemoteModel,
-    Snapshots,
-    Supervisor,
-    backend_class,
 )
 from llmctl.errors import ConfigError
 
@@ -74,24 +69,41 @@ def _positions(text: str, source: str) -> dict[Loc, int]:
     return out
 
 
+def _descend(annotation: Any, loc: Loc, i: int) -> tuple[type[BaseModel], int] | None:
+    """The model that `annotation` holds at loc[i:] (dict keys and union tags consumed)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _descend(get_args(annotation)[0], loc, i)
+    if origin in (Union, types.UnionType):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) == 1:
+            return models[0], i
+        # A discriminated union (backends by kind): pydantic puts the tag into the path.
+        for model in models:
+            kind = model.model_fields.get("kind")
+            if kind is not None and i < len(loc) and loc[i] in get_args(kind.annotation):
+                return model, i + 1
+        nested = [m for m in members if get_origin(m) in (Annotated, Union, types.UnionType)]
+        return _descend(nested[0], loc, i) if len(nested) == 1 else None
+    if origin is dict:
+        return _descend(get_args(annotation)[1], loc, i + 1) if i < len(loc) else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, i
+    return None
+
+
 def _fields_for(loc: Loc) -> list[str]:
     """Field names valid at `loc` (the parent of an unknown key), for "did you mean"."""
-    model: type[BaseModel] | None = None
-    if len(loc) == 0:
-        model = Config
-    elif loc[0] == "backends" and len(loc) == 3:
-        model = backend_class(loc[2])
-    elif loc[0] == "models" and len(loc) == 2:
-        model = Model
-    elif loc[0] == "models" and len(loc) == 3 and loc[2] == "remote":
-        model = RemoteModel
-    elif loc == ("gateway",):
-        model = Gateway
-    elif loc == ("supervisor",):
-        model = Supervisor
-    elif loc == ("snapshots",):
-        model = Snapshots
-    return list(model.model_fields) if model else []
+    model: type[BaseModel] = Config
+    i = 0
+    while i < len(loc):
+        field = model.model_fields.get(str(loc[i]))
+        found = _descend(field.annotation, loc, i + 1) if field is not None else None
+        if found is None:
+            return []
+        model, i = found
+    return list(model.model_fields)
 
 
 def _user_loc(loc: Loc) -> Loc:
