@@ -145,6 +145,8 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert code == 2 and "No such command" in err
 
 
-def test_json_error_names_the_command_not_the_config_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_error_names_the_command_not_the_config_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, "--config", str(tmp_path / "missing.yaml"), "validate", "--json")
     assert code == 2 and json.loads(out)["command"] == "validate"
