@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmctl import doctor, systemd
+from llmctl import doctor, procs, systemd
 from llmctl.config.load import load_config
 from llmctl.doctor import Check, GpuFacts, PortHolder, Probes
 from llmctl.errors import LlmctlError
@@ -274,8 +274,8 @@ def test_unit_of_pid_reads_the_cgroup(tmp_path: Path) -> None:
     (tmp_path / "7" / "cgroup").write_text(
         "0::/user.slice/user-1000.slice/user@1000.service/app.slice/llmctl-llama.service\n"
     )
-    assert doctor._unit_of_pid(7, tmp_path) == "llmctl-llama.service"
-    assert doctor._unit_of_pid(8, tmp_path) is None
+    assert procs.unit_of_pid(7, tmp_path) == "llmctl-llama.service"
+    assert procs.unit_of_pid(8, tmp_path) is None
 
 
 # --- GPUs ------------------------------------------------------------------------------------------------
@@ -482,10 +482,10 @@ def test_port_in_use_counts_listeners_not_time_wait_leftovers() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     port = listener.getsockname()[1]
-    assert doctor._port_in_use("127.0.0.1", port)
+    assert procs.port_in_use("127.0.0.1", port)
     client = socket.create_connection(("127.0.0.1", port))
     accepted, _ = listener.accept()
     accepted.close()  # the server side closes first: its end of the port stays in TIME_WAIT
     client.close()
     listener.close()
-    assert not doctor._port_in_use("127.0.0.1", port)
+    assert not procs.port_in_use("127.0.0.1", port)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llmctl import gpu
+from llmctl import gpu, procs
 from llmctl.errors import ExitCode, LlmctlError
 
 
@@ -161,10 +161,10 @@ def test_unit_of_pid(tmp_path: Path) -> None:
     fake_proc(tmp_path, 1, "/user.slice/user@0.service/app.slice/llmctl-big-model.service")
     fake_proc(tmp_path, 2, "/system.slice/llmctl-x.service.d/other")
     fake_proc(tmp_path, 3, "/user.slice/user@0.service/app.slice/llmctl-a.service/llmctl-b.service")
-    assert gpu.unit_of_pid(1, tmp_path) == "llmctl-big-model.service"
-    assert gpu.unit_of_pid(2, tmp_path) is None
-    assert gpu.unit_of_pid(3, tmp_path) == "llmctl-b.service"
-    assert gpu.unit_of_pid(99, tmp_path) is None
+    assert procs.unit_of_pid(1, tmp_path) == "llmctl-big-model.service"
+    assert procs.unit_of_pid(2, tmp_path) is None
+    assert procs.unit_of_pid(3, tmp_path) == "llmctl-b.service"
+    assert procs.unit_of_pid(99, tmp_path) is None
 
 
 def described() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmctl import systemd
+from llmctl import procs, systemd
 from llmctl.errors import ConfigError, LlmctlError
 
 if TYPE_CHECKING:
@@ -328,9 +328,6 @@ def check_ports(
     return Check("ports", "ok", "every port is free or held by its own unit", details=tuple(details))
 
 
-_UNIT_IN_CGROUP = re.compile(r"(?:^|/)(llmctl[^/]*\.(?:service|socket))(?:/|$)")
-
-
 def port_holders(port: int, proc_root: Path = Path("/proc")) -> list[PortHolder]:
     """Processes listening on `port` that this user can see, with their llmctl unit."""
     import psutil  # noqa: PLC0415
@@ -347,20 +344,8 @@ def port_holders(port: int, proc_root: Path = Path("/proc")) -> list[PortHolder]
             name = psutil.Process(conn.pid).name()
         except psutil.Error:
             name = "?"
-        found[conn.pid] = PortHolder(conn.pid, name, _unit_of_pid(conn.pid, proc_root))
+        found[conn.pid] = PortHolder(conn.pid, name, procs.unit_of_pid(conn.pid, proc_root))
     return list(found.values())
-
-
-def _unit_of_pid(pid: int, proc_root: Path) -> str | None:
-    try:
-        lines = (proc_root / str(pid) / "cgroup").read_text().splitlines()
-    except (OSError, ValueError):
-        return None
-    for line in lines:
-        matches = _UNIT_IN_CGROUP.findall(line.split(":", 2)[-1])
-        if matches:
-            return str(matches[-1])
-    return None
 
 
 # --- GPUs ---------------------------------------------------------------------------------------
@@ -627,22 +612,6 @@ def _disk_usage(path: Path) -> tuple[int, int, int]:
     return usage.total, usage.used, usage.free
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    """Whether something listens on host:port. SO_REUSEADDR, as the servers set it: connections
-    a stopped server left in TIME_WAIT do not keep it from binding again, so they do not count."""
-    import errno  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
 @dataclass(frozen=True)
 class Probes:
     """Where the facts come from; tests replace any of them."""
@@ -654,7 +623,7 @@ class Probes:
     need_reload: Callable[[list[str]], list[str]] = _need_reload
     resolve: Callable[[str], Path | None] = _resolve
     version: Callable[[str, Path], str | None] = executable_version
-    port_in_use: Callable[[str, int], bool] = _port_in_use
+    port_in_use: Callable[[str, int], bool] = procs.port_in_use
     port_holders: Callable[[int], list[PortHolder]] = port_holders
     gpus: Callable[[], GpuFacts] = gpu_facts
     disk_usage: Callable[[Path], tuple[int, int, int]] = _disk_usage

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol
 
+from llmctl import procs
 from llmctl.errors import ExitCode, LlmctlError
 
 InventorySource = Literal["nvml", "file", "none"]
-_UNIT_IN_CGROUP = re.compile(r"(?:^|/)(llmctl-[^/]+\.service)(?=/|$)")
 
 
 @contextlib.contextmanager
@@ -151,20 +150,6 @@ def source_for(path: Path | None) -> GpuSource:
     return FileSource(path) if path is not None else NvmlSource()
 
 
-def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
-    """The llmctl unit (`llmctl-NAME.service`) whose cgroup holds `pid`, if any."""
-    try:
-        lines = (proc_root / str(pid) / "cgroup").read_text().splitlines()
-    except (OSError, ValueError):
-        return None
-    for line in lines:
-        # "0::/user.slice/user-1000.slice/user@1000.service/app.slice/llmctl-llama.service"
-        matches = _UNIT_IN_CGROUP.findall(line.split(":", 2)[-1])
-        if matches:
-            return str(matches[-1])
-    return None
-
-
 def read_inventory(proc_root: Path = Path("/proc")) -> Inventory:
     """Every GPU NVML sees, with its processes mapped to llmctl units; empty without a driver."""
     with _nvml_session() as (lib, why):
@@ -211,7 +196,7 @@ def _read_gpu(lib: Any, index: int, handle: Any, metric: Any, proc_root: Path) -
             GpuProcess(
                 pid=int(proc.pid),
                 used_bytes=int(used) if used is not None else None,
-                unit=unit_of_pid(int(proc.pid), proc_root),
+                unit=procs.unit_of_pid(int(proc.pid), proc_root),
             )
         )
     total = int(mem.total) if mem is not None else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,22 @@ from pathlib import Path
 import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# The llmctl unit in a cgroup path, e.g. ".../app.slice/llmctl-llama.service" (or its socket).
+_UNIT_IN_CGROUP = re.compile(r"(?:^|/)(llmctl-[^/]+\.(?:service|socket))(?=/|$)")
+
+
+def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
+    """The llmctl unit whose cgroup holds `pid`, if any."""
+    try:
+        lines = (proc_root / str(pid) / "cgroup").read_text().splitlines()
+    except (OSError, ValueError):
+        return None
+    for line in lines:
+        # "0::/user.slice/user-1000.slice/user@1000.service/app.slice/llmctl-llama.service"
+        matches = _UNIT_IN_CGROUP.findall(line.split(":", 2)[-1])
+        if matches:
+            return str(matches[-1])
+    return None
 
 
 def cgroup_pids(control_group: str) -> list[int]:
