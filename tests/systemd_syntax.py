@@ -95,6 +95,9 @@ def exec_argv(value: str) -> list[str | Variable]:
         if raw == ";" and not quoted:
             raise ValueError("command separator")
         word = _specifiers(raw)
+        if not argv:
+            argv.append(word)  # the executable: no variable expansion, `$` is literal
+            continue
         if word.startswith("${") and word.endswith("}") and "$" not in word[2:]:
             argv.append(Variable(word[2:-1]))
             continue
@@ -109,6 +112,9 @@ def exec_argv(value: str) -> list[str | Variable]:
                 out.append(word[i])
                 i += 1
         argv.append("".join(out))
+    if argv and isinstance(argv[0], str) and any(c in argv[0] for c in "\\\"'"):
+        # systemd 252: "Executable name contains special characters" (string_is_safe()).
+        raise ValueError(f"executable name contains special characters: {argv[0]!r}")
     return argv
 
 

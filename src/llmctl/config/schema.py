@@ -55,8 +55,18 @@ def _not_empty(value: str) -> str:
     return value
 
 
+def _executable_name(value: str) -> str:
+    # systemd refuses an ExecStart= executable whose path holds a quote or a backslash
+    # ("Executable name contains special characters"), however it is quoted.
+    bad = sorted({c for c in value if c in "\\\"'"})
+    if bad:
+        raise ValueError(f"systemd cannot run an executable whose path contains {' or '.join(bad)}")
+    return value
+
+
 SafeStr = Annotated[str, AfterValidator(_no_control_characters)]
 NonEmptySafeStr = Annotated[str, AfterValidator(_no_control_characters), AfterValidator(_not_empty)]
+Executable = Annotated[NonEmptySafeStr, AfterValidator(_executable_name)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ModelId = Annotated[str, StringConstraints(pattern=MODEL_ID_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
@@ -92,7 +102,7 @@ class Strict(BaseModel):
 
 
 class BackendBase(Strict):
-    command: NonEmptySafeStr = Field(
+    command: Executable = Field(
         description="Executable (absolute, ~/..., or a name found on PATH when rendering). "
         "For llama-cpp-python: the python that has llama_cpp.server installed."
     )
@@ -180,7 +190,7 @@ class Model(Strict):
 
 class Gateway(Strict):
     enabled: bool = True
-    command: NonEmptySafeStr = Field(default="litellm", description="The LiteLLM proxy executable.")
+    command: Executable = Field(default="litellm", description="The LiteLLM proxy executable.")
     host: Host = "127.0.0.1"
     port: Port = 4000
     allow_non_loopback: bool = False

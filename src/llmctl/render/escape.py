@@ -2,8 +2,10 @@
 
 What systemd does to the text we write, per directive:
 - `ExecStart=` and friends split words with shell-like quotes, decode C escapes (`\\"`, `\\\\`),
-  expand specifiers (`%h`; `%%` is a literal `%`) and then variables (`$X`, `${X}`; `$$` is a
-  literal `$`). A quoted `";"` is an argument, an unquoted one separates commands.
+  expand specifiers (`%h`; `%%` is a literal `%`) and then, in the arguments only, variables
+  (`$X`, `${X}`; `$$` is a literal `$`): in the executable's path a `$` is literal, and quotes
+  or backslashes are refused outright. A quoted `";"` is an argument, an unquoted one
+  separates commands.
 - `Environment=` takes quoted `"K=V"` words with the same quote and specifier rules, but does
   **not** expand `$`: `$$` stays `$$` there.
 - Every other value (Description=, paths) only expands specifiers.
@@ -54,7 +56,17 @@ def exec_line(argv: Iterable[str]) -> str:
     if not words or not words[0].startswith("/"):
         # systemd does not search $PATH; a leading -, @, +, ! or : would be read as a prefix.
         raise ValueError(f"the executable must be an absolute path, got {words[:1]!r}")
-    return " ".join(exec_word(w) for w in words)
+    if any(c in words[0] for c in "\\\"'"):
+        # systemd refuses these in an executable's path however they are quoted.
+        raise ValueError(
+            f"systemd cannot run an executable whose path contains a quote or backslash: {words[0]!r}"
+        )
+    # The executable's path gets specifiers expanded but no variables: a `$` there is literal
+    # (checked against systemd 252), so only the arguments double it.
+    executable = words[0].replace("%", "%%")
+    _check(executable, "executable")
+    first = _quote(executable) if _NEEDS_QUOTES.search(executable) else executable
+    return " ".join([first, *(exec_word(w) for w in words[1:])])
 
 
 def env_assignment(name: str, value: str) -> str:
