@@ -29,7 +29,7 @@ from tests.conftest import dump
 from tests.integration.conftest import UserManager
 
 CASES = int(os.environ.get("LLMCTL_ESCAPING_CASES", "200"))
-SPECIAL = list(" \"'\\%$;=#[]{}`*?~é-@+!:") + ["%h", "%%", "$HOME", "${MAINPID}", "$$", "\\n", "a b", ";"]
+SPECIAL = [*list(" \"'\\%$;=#[]{}`*?~é-@+!:"), "%h", "%%", "$HOME", "${MAINPID}", "$$", "\\n", "a b", ";"]
 
 DUMP = """#!{python}
 import json, os, sys
@@ -85,7 +85,7 @@ def test_rendered_argv_and_environment_reach_the_process_exactly(
                         "args": args,
                         "gpus": [],
                     },
-                },  # fmt: skip
+                },
                 "models": {
                     "m": {"backend": name, "source": str(tmp_path / f"{text(rng)}.gguf".replace("/", "_"))}
                 },
@@ -98,9 +98,7 @@ def test_rendered_argv_and_environment_reach_the_process_exactly(
         except ConfigError:
             refused += 1  # e.g. a newline: refused with a message, never rendered
             continue
-        options = RenderOptions(
-            config_path=tmp_path / "c.yaml", paths=options_base, resolve=lambda c: Path(c)
-        )
+        options = RenderOptions(config_path=tmp_path / "c.yaml", paths=options_base, resolve=Path)
         stack = render_stack(config, options)
         unit = f"llmctl-{name}.service"
         units[unit] = stack.files[f"systemd/user/{unit}"]
