@@ -249,6 +249,8 @@ def up(
             if any(u.is_gateway for u in chosen):
                 result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
             apply_changes(changes, paths.config_home)
+            # Before anything starts: the supervisor reads the applied config when it starts.
+            record_applied(paths.state_dir, loaded.text)
             if intent:
                 intent = transaction.advance(paths.state_dir, intent, "files-written")
             if result.files:
@@ -267,7 +269,6 @@ def up(
             raise recovery.roll_back_after(
                 paths, intent.snapshot, failure, also=tuple(u.unit for u in chosen), on_message=on_message
             ) from None
-        record_applied(paths.state_dir, loaded.text)
         if intent is not None:
             transaction.finish(paths.state_dir)
     return result

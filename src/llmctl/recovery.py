@@ -17,6 +17,7 @@ from llmctl.install import ChangeKind
 from llmctl.lifecycle import Progress, UnitOutcome, converge
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, UNIT_SUBDIR
+from llmctl.snapshots.manifest import CONFIG_KEY
 from llmctl.stack import stack_from_installed
 from llmctl.state import record_applied
 
@@ -54,6 +55,10 @@ def restore(
     ]
     systemd.stop(gone)
     snapshots.restore_files(paths, snapshot, include_config=include_config)
+    if snapshot.has(CONFIG_KEY):
+        # The config the restored units came from (whatever the user's file says now): what
+        # the supervisor reads, recorded before anything starts.
+        record_applied(paths.state_dir, snapshot.read(CONFIG_KEY).decode("utf-8"))
     systemd.daemon_reload()
     outcomes = [UnitOutcome(unit, "removed") for unit in gone]
     if bring_up:
@@ -149,7 +154,4 @@ def rollback(
             details=failure.details,
             hint=f"Both states are kept: llmctl rollback {before.id} goes back to where you were.",
         ) from None
-    manifest = snapshots.load(paths, target).require()
-    if manifest.config_path and Path(manifest.config_path).is_file():
-        record_applied(paths.state_dir, Path(manifest.config_path).read_text(encoding="utf-8"))
     return before.id, result
