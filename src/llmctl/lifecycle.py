@@ -238,7 +238,7 @@ def up(
                 config_content=applied if applied.is_file() else None,
             )
             result.snapshot = snapshot.id
-            intent = transaction.begin(paths.state_dir, "up", snapshot.id)
+            intent = transaction.begin(paths.state_dir, "up", snapshot.id, tuple(u.unit for u in chosen))
             intent = transaction.advance(paths.state_dir, intent, "snapshot-taken")
         try:
             removed = [c.path.rsplit("/", 1)[-1] for c in changes if c.kind is ChangeKind.REMOVED]

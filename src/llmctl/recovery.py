@@ -123,7 +123,7 @@ def recover_pending(
             f"rolling back to snapshot {intent.snapshot}"
         )
     # The config stays as the user has it: the change they asked for is not lost, only undone.
-    result = restore(paths, intent.snapshot, bring_up=bring_up, include_config=False)
+    result = restore(paths, intent.snapshot, also=intent.units, bring_up=bring_up, include_config=False)
     transaction.finish(paths.state_dir)
     return result
 

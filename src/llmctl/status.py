@@ -43,6 +43,7 @@ class UnitStatus:
     cpu_seconds: float | None
     gpu_memory_bytes: int | None
     last_event: dict[str, object] | None = None  # the supervisor's newest event about it
+    runbook: str | None = None  # for a unit that is not healthy: the runbook its journal points to
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def collect(
         state = states.get(unit.unit)
         probe = probes.get(unit.unit)
         health, detail = _health(unit, state, probe)
+        runbook = _runbook_for(unit.unit, state) if health is not Health.OK else None
         if unit.unit in pending:
             detail = f"{detail}; {pending[unit.unit]}"
         running = state is not None and state.running
@@ -149,9 +151,20 @@ def collect(
                 cpu_seconds=round(use.cpu_seconds, 2) if use else None,
                 gpu_memory_bytes=_gpu_bytes(use, gpu_by_pid),
                 last_event=last_events.get(unit.name),
+                runbook=runbook,
             )
         )
     return StackStatus(rows)
+
+
+def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:
+    """The runbook a failing unit's recent journal lines point to (a known failure signature)."""
+    if state is None or not state.exists:
+        return None
+    from llmctl.signatures import match_lines  # noqa: PLC0415
+
+    found = match_lines(systemd.journal_tail(unit, 30))
+    return found[0].signature.runbook if found else None
 
 
 def _last_events(state_dir: Path, names: set[str]) -> dict[str, dict[str, object]]:
@@ -208,7 +221,12 @@ def format_table(status: StackStatus) -> str:
     lines = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]
     ]
-    problems = [f"  {u.name}: {u.health_detail}" for u in status.units if u.health != "ok"]
+    problems = [
+        f"  {u.name}: {u.health_detail}"
+        + (f" (llmctl runbook {u.runbook} --backend {u.name})" if u.runbook else "")
+        for u in status.units
+        if u.health != "ok"
+    ]
     notes = [
         f"  {u.name}: {u.health_detail}" for u in status.units if u.health == "ok" and "; " in u.health_detail
     ]

@@ -265,7 +265,7 @@ def switch(
             keep=loaded.config.snapshots.keep,
         )  # fmt: skip
         result.snapshot = snapshot.id
-        intent = transaction.begin(paths.state_dir, "switch", snapshot.id)
+        intent = transaction.begin(paths.state_dir, "switch", snapshot.id, (f"llmctl-{name}.service",))
         evicted: tuple[str, ...] = ()
         try:
             if plan is not None and plan.evictions:

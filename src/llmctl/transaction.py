@@ -35,6 +35,7 @@ class Intent:
     pid: int
     started: str
     phase: str
+    units: tuple[str, ...] = ()  # units the command was changing: recovery brings them back up
 
 
 def _path(state_dir: Path) -> Path:
@@ -45,7 +46,10 @@ def pending(state_dir: Path) -> Intent | None:
     path = _path(state_dir)
     try:
         data = json.loads(path.read_text())
-        return Intent(**{k: data[k] for k in ("command", "snapshot", "pid", "started", "phase")})
+        return Intent(
+            **{k: data[k] for k in ("command", "snapshot", "pid", "started", "phase")},
+            units=tuple(data.get("units", [])),
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -56,15 +60,16 @@ def pending(state_dir: Path) -> Intent | None:
         ) from None
 
 
-def begin(state_dir: Path, command: str, snapshot: str) -> Intent:
-    intent = Intent(command, snapshot, os.getpid(), datetime.now(UTC).isoformat(timespec="seconds"), "begin")
+def begin(state_dir: Path, command: str, snapshot: str, units: tuple[str, ...] = ()) -> Intent:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    intent = Intent(command, snapshot, os.getpid(), started, "begin", units)
     atomic_write(_path(state_dir), json.dumps(asdict(intent), indent=2) + "\n", mode=0o600)
     return intent
 
 
 def advance(state_dir: Path, intent: Intent, phase: str) -> Intent:
     """Record that `phase` is reached (then pause there when a test asks to)."""
-    moved = Intent(intent.command, intent.snapshot, intent.pid, intent.started, phase)
+    moved = Intent(intent.command, intent.snapshot, intent.pid, intent.started, phase, intent.units)
     atomic_write(_path(state_dir), json.dumps(asdict(moved), indent=2) + "\n", mode=0o600)
     pause_point(phase)
     return moved

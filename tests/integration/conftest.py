@@ -18,7 +18,7 @@ import os
 import shlex
 import socket
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -164,3 +164,19 @@ def free_port() -> int:
 def free_port_fixture() -> Callable[[], int]:
     """``free_port()`` for tests, without importing from conftest: call it once per port."""
     return free_port
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_state_per_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test module gets its own $XDG_STATE_HOME: llmctl's records (which model a backend
+    serves after a switch, snapshots, the supervisor's history) must not leak from one module's
+    stack into the next one's, which may use the same backend names. The unit directory stays
+    the manager's (it reads units from there)."""
+    state = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield state
+    if previous is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = previous

@@ -127,6 +127,11 @@ def test_no_rollback_keeps_the_failed_state(stack: Stack, user_manager: UserMana
     result = stack.run("up", "--no-rollback")
     assert result.returncode == 1 and "rolled back" not in result.stderr
     assert "--model " + str(stack.corrupt) in unit_text(user_manager)
+    # status names the runbook the failed unit's journal points to.
+    status = stack.run("status")
+    assert status.returncode == 3
+    assert "(llmctl runbook backend-does-not-start --backend native)" in status.stdout
+    assert status_units(stack)["native"]["runbook"] == "backend-does-not-start"
 
 
 def test_rollback_to_an_older_snapshot_and_back(stack: Stack, user_manager: UserManager) -> None:
@@ -218,6 +223,60 @@ def test_two_changes_at_once_are_serialised(stack: Stack) -> None:
     after = stack.run("up")
     assert after.returncode == 0, after.stderr
     assert "stopped at phase files-written" in after.stderr
+    assert stack.serving() == ["beta"]
+
+
+@pytest.mark.parametrize("phase", ["routes-out", "stopped", "started"])
+def test_sigkill_during_switch_is_recovered_by_the_next_command(
+    stack: Stack, user_manager: UserManager, phase: str
+) -> None:
+    stack.write("alpha")
+    assert stack.run("up").returncode == 0
+    before = unit_text(user_manager)
+    process = subprocess.Popen(
+        [*LLMCTL, "--config", str(stack.config), "switch", "beta"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, PAUSE_VARIABLE: phase},
+    )
+    assert process.stderr is not None
+    line = ""
+    while f"paused at {phase}" not in line:
+        line = process.stderr.readline()
+        assert line, "switch ended without pausing"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    recovered = stack.run("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    # Whole old state: the old unit, serving the old model, the old serving record.
+    assert unit_text(user_manager) == before
+    assert stack.serving() == ["alpha"]
+    assert status_units(stack)["native"]["models"] == ["alpha"]
+    assert stack.run("switch", "beta").returncode == 0
+    assert stack.serving() == ["beta"]
+
+
+def test_two_switches_at_once(stack: Stack) -> None:
+    stack.write("alpha")
+    assert stack.run("up").returncode == 0
+    first = subprocess.Popen(
+        [*LLMCTL, "--config", str(stack.config), "switch", "beta"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, PAUSE_VARIABLE: "routes-out"},
+    )
+    assert first.stderr is not None
+    while "paused at routes-out" not in first.stderr.readline():
+        pass
+    second = stack.run("switch", "alpha", "--no-wait")
+    assert second.returncode == 1
+    assert f"pid {first.pid} (switch:" in second.stderr and "holds the llmctl lock" in second.stderr
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # A waiting second switch would have queued behind the first; after its death it recovers.
+    after = stack.run("switch", "beta")
+    assert after.returncode == 0, after.stderr
+    assert "stopped at phase routes-out" in after.stderr
     assert stack.serving() == ["beta"]
 
 
