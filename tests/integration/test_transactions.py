@@ -84,7 +84,10 @@ def stack(
     provisioned: Provisioned,
     smoke_model: Path,
     free_port: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Stack]:
+    # A state dir per test: a serving record left by one test's switch must not decide the next.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     the_stack = Stack(tmp_path, provisioned, smoke_model, free_port())
     yield the_stack
     the_stack.run("down")
@@ -212,8 +215,10 @@ def test_two_changes_at_once_are_serialised(stack: Stack) -> None:
         env={**os.environ, PAUSE_VARIABLE: "files-written"},
     )
     assert first.stderr is not None
-    while "paused at files-written" not in first.stderr.readline():
-        pass
+    line = ""
+    while "paused at files-written" not in line:
+        line = first.stderr.readline()
+        assert line, "the first up ended without pausing"
     blocked = stack.run("up", "--no-wait")
     assert blocked.returncode == 1
     assert f"pid {first.pid} (up:" in blocked.stderr and "holds the llmctl lock" in blocked.stderr
@@ -266,8 +271,10 @@ def test_two_switches_at_once(stack: Stack) -> None:
         env={**os.environ, PAUSE_VARIABLE: "routes-out"},
     )
     assert first.stderr is not None
-    while "paused at routes-out" not in first.stderr.readline():
-        pass
+    line = ""
+    while "paused at routes-out" not in line:
+        line = first.stderr.readline()
+        assert line, "the first switch ended without pausing"
     second = stack.run("switch", "alpha", "--no-wait")
     assert second.returncode == 1
     assert f"pid {first.pid} (switch:" in second.stderr and "holds the llmctl lock" in second.stderr
