@@ -2,7 +2,7 @@
 
 Each is a real `ThreadingHTTPServer` on 127.0.0.1 (a real socket, so the adapters' real httpx
 code runs) that replays the documented responses and status codes on a scripted timeline.
-The facts come from /work/shared/reference/backends.md (sections 1, 4, 8, 9) and, where noted,
+The facts come from shared/reference/backends.md (beside the checkout) (sections 1, 4, 8, 9) and, where noted,
 from the programs' sources; each class says which behaviour it emulates.
 """
 
