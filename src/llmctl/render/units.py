@@ -97,6 +97,15 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _render(template: str, options: RenderOptions, **values: object) -> str:
+    """A unit template with what every unit's header says (llmctl's version, the config)."""
+    return (
+        _environment()
+        .get_template(template)
+        .render(version=__version__, config_path=escape.plain_value(str(options.config_path)), **values)
+    )
+
+
 def _executable(command: str, resolve: Callable[[str], Path | None], where: str) -> str:
     found = resolve(command)
     if found is not None:
@@ -142,29 +151,25 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
     start_timeout = backend.start_timeout or adapter.default_start_timeout
     environment = {**launch.environment, **backend.environment}
     description = f"llmctl backend {name} ({backend.kind}" + (f", serving {model_id})" if model_id else ")")
-    return (
-        _environment()
-        .get_template("backend.service.j2")
-        .render(
-            version=__version__,
-            config_path=escape.plain_value(str(options.config_path)),
-            unit=unit_name(name),
-            syslog_identifier=syslog_identifier(unit_name(name)),
-            description=escape.plain_value(description),
-            exec_start=escape.exec_line(launch.argv),
-            environment=[escape.env_assignment(k, v) for k, v in environment.items()],
-            unset_environment=escape.unit_word_list(launch.unset_environment),
-            # The gate gets a little less than systemd's own limit so it can say why it gave up.
-            exec_ready=_ready_gate(
-                options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
-            ),
-            restart=adapter.restart,
-            restart_sec=RESTART_SEC,
-            start_timeout=start_timeout,
-            stop_timeout=STOP_TIMEOUT,
-            start_limit_interval=START_LIMIT_INTERVAL,
-            start_limit_burst=START_LIMIT_BURST,
-        )
+    return _render(
+        "backend.service.j2",
+        options,
+        unit=unit_name(name),
+        syslog_identifier=syslog_identifier(unit_name(name)),
+        description=escape.plain_value(description),
+        exec_start=escape.exec_line(launch.argv),
+        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+        unset_environment=escape.unit_word_list(launch.unset_environment),
+        # The gate gets a little less than systemd's own limit so it can say why it gave up.
+        exec_ready=_ready_gate(
+            options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
+        ),
+        restart=adapter.restart,
+        restart_sec=RESTART_SEC,
+        start_timeout=start_timeout,
+        stop_timeout=STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
     )
 
 
@@ -184,18 +189,14 @@ def _listen_stream(host: str, port: int) -> str:
 def _render_gateway_socket(config: Config, options: RenderOptions) -> str:
     gw = config.gateway
     listen = _listen_stream(gw.host, gw.port)
-    return (
-        _environment()
-        .get_template("gateway.socket.j2")
-        .render(
-            version=__version__,
-            config_path=escape.plain_value(str(options.config_path)),
-            unit=GATEWAY_SOCKET,
-            service=GATEWAY_UNIT,
-            description=escape.plain_value(f"llmctl gateway socket ({listen})"),
-            listen=escape.plain_value(listen),
-            backlog=BACKLOG,
-        )
+    return _render(
+        "gateway.socket.j2",
+        options,
+        unit=GATEWAY_SOCKET,
+        service=GATEWAY_UNIT,
+        description=escape.plain_value(f"llmctl gateway socket ({listen})"),
+        listen=escape.plain_value(listen),
+        backlog=BACKLOG,
     )
 
 
@@ -221,34 +222,30 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         # Offline: use the bundled cost map instead of fetching one at every start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    return (
-        _environment()
-        .get_template("gateway.service.j2")
-        .render(
-            version=__version__,
-            config_path=escape.plain_value(str(options.config_path)),
-            unit=GATEWAY_UNIT,
-            socket=GATEWAY_SOCKET,
-            syslog_identifier=syslog_identifier(GATEWAY_UNIT),
-            description="llmctl gateway (LiteLLM proxy)",
-            # Not After= the backends: the socket queues requests whatever starts first, and
-            # adding a backend must change only gateway.yaml (a reload), not this unit (a restart).
-            after=escape.unit_word_list([GATEWAY_SOCKET]),
-            exec_start=escape.exec_line(serve),
-            exec_reload=escape.exec_line(reload),
-            environment=[escape.env_assignment(k, v) for k, v in environment.items()],
-            # LiteLLM reads these in place of its argv; the supervisor sets CONFIG_FILE_PATH
-            # for each child to that child's snapshot.
-            unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
-            key_file=escape.plain_value(str(options.paths.gateway_env_file)),
-            secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
-            runtime_directory=escape.plain_value(RUNTIME_DIR_NAME),
-            restart_sec=RESTART_SEC,
-            start_timeout=GATEWAY_START_TIMEOUT,
-            stop_timeout=GATEWAY_STOP_TIMEOUT,
-            start_limit_interval=START_LIMIT_INTERVAL,
-            start_limit_burst=START_LIMIT_BURST,
-        )
+    return _render(
+        "gateway.service.j2",
+        options,
+        unit=GATEWAY_UNIT,
+        socket=GATEWAY_SOCKET,
+        syslog_identifier=syslog_identifier(GATEWAY_UNIT),
+        description="llmctl gateway (LiteLLM proxy)",
+        # Not After= the backends: the socket queues requests whatever starts first, and
+        # adding a backend must change only gateway.yaml (a reload), not this unit (a restart).
+        after=escape.unit_word_list([GATEWAY_SOCKET]),
+        exec_start=escape.exec_line(serve),
+        exec_reload=escape.exec_line(reload),
+        environment=[escape.env_assignment(k, v) for k, v in environment.items()],
+        # LiteLLM reads these in place of its argv; the supervisor sets CONFIG_FILE_PATH
+        # for each child to that child's snapshot.
+        unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
+        key_file=escape.plain_value(str(options.paths.gateway_env_file)),
+        secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
+        runtime_directory=escape.plain_value(RUNTIME_DIR_NAME),
+        restart_sec=RESTART_SEC,
+        start_timeout=GATEWAY_START_TIMEOUT,
+        stop_timeout=GATEWAY_STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
     )
 
 
@@ -259,24 +256,20 @@ def _render_supervisor(config: Config, options: RenderOptions) -> str:
         "supervise", "--state-dir", str(options.paths.state_dir),
     ]  # fmt: skip
     metrics = f"{sup.metrics.host}:{sup.metrics.port}" if sup.metrics.enabled else ""
-    return (
-        _environment()
-        .get_template("supervisor.service.j2")
-        .render(
-            version=__version__,
-            config_path=escape.plain_value(str(options.config_path)),
-            unit=SUPERVISOR_UNIT,
-            syslog_identifier=syslog_identifier(SUPERVISOR_UNIT),
-            description="llmctl supervisor (health probes, restarts, metrics)",
-            metrics=escape.plain_value(metrics),
-            exec_start=escape.exec_line(serve),
-            watchdog_sec=sup.watchdog_sec,
-            restart_sec=SUPERVISOR_RESTART_SEC,
-            start_timeout=SUPERVISOR_START_TIMEOUT,
-            stop_timeout=SUPERVISOR_STOP_TIMEOUT,
-            start_limit_interval=START_LIMIT_INTERVAL,
-            start_limit_burst=START_LIMIT_BURST,
-        )
+    return _render(
+        "supervisor.service.j2",
+        options,
+        unit=SUPERVISOR_UNIT,
+        syslog_identifier=syslog_identifier(SUPERVISOR_UNIT),
+        description="llmctl supervisor (health probes, restarts, metrics)",
+        metrics=escape.plain_value(metrics),
+        exec_start=escape.exec_line(serve),
+        watchdog_sec=sup.watchdog_sec,
+        restart_sec=SUPERVISOR_RESTART_SEC,
+        start_timeout=SUPERVISOR_START_TIMEOUT,
+        stop_timeout=SUPERVISOR_STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
     )
 
 
@@ -298,14 +291,10 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         files[f"{UNIT_SUBDIR}/{SUPERVISOR_UNIT}"] = _render_supervisor(config, options)
         units.append(SUPERVISOR_UNIT)
         wants.append(SUPERVISOR_UNIT)
-    files[f"{UNIT_SUBDIR}/{TARGET}"] = (
-        _environment()
-        .get_template("llmctl.target.j2")
-        .render(
-            version=__version__,
-            config_path=escape.plain_value(str(options.config_path)),
-            wants=escape.unit_word_list(wants),
-        )
+    files[f"{UNIT_SUBDIR}/{TARGET}"] = _render(
+        "llmctl.target.j2",
+        options,
+        wants=escape.unit_word_list(wants),
     )
     return RenderedStack(files=files, units=units)
 
