@@ -45,6 +45,10 @@ from llmctl.render.units import GATEWAY_FILE, GATEWAY_UNIT, RenderedStack, Rende
 from llmctl.stack import StackUnit, stack_units
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import httpx
+
     from llmctl.planner import Eviction, Plan
 from llmctl.state import effective_serving, load_serving, save_serving
 
@@ -238,10 +242,8 @@ def switch(
     name = resolve(loaded, model_id, backend)
     kind_adapter = adapter_for(loaded.config.backends[name].kind)
     if kind_adapter.serves_many:
-        raise LlmctlError(
-            f"{name} is an Ollama backend: it serves every model assigned to it and loads them on demand",
-            hint=f"Send a request for {model_id} (through the gateway) to load it.",
-            exit_code=ExitCode.USAGE,
+        return _switch_ollama(
+            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, plan_fn
         )
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
@@ -341,6 +343,63 @@ def _unit_url(unit: str, paths: Paths) -> str:
         if installed.unit == unit:
             return installed.url
     raise LlmctlError(f"{unit} is not installed; cannot ask it to free memory")
+
+
+def load_into_ollama(
+    client: httpx.Client, url: str, source: str, keep_alive: str | None, unload: Sequence[str], timeout: float
+) -> None:
+    """Unload what the plan evicts (waiting until /api/ps no longer lists it: Ollama frees
+    memory asynchronously), then load the model with the backend's keep-alive and check it is
+    loaded."""
+    from llmctl.backends import ollama  # noqa: PLC0415
+
+    for model in unload:
+        ollama.unload(client, url, model, timeout=60)
+    ollama.load(client, url, source, keep_alive, timeout=timeout)
+    loaded = {ollama.canonical(m.name) for m in ollama.loaded_models(client, url)}
+    if ollama.canonical(source) not in loaded:
+        raise LlmctlError(f"Ollama at {url} answered the load of {source}, but /api/ps does not list it")
+
+
+def _switch_ollama(
+    loaded: LoadedConfig,
+    paths: Paths,
+    name: str,
+    model_id: str,
+    timeout: float | None,
+    wait_lock: bool,
+    on_phase: Callable[[str, float], None] | None,
+    on_message: Callable[[str], None] | None,
+    plan_fn: Callable[[dict[str, str]], Plan] | None,
+) -> SwitchResult:
+    """Ollama serves every model assigned to it: a switch loads one (and unloads what the plan
+    says must make room). No unit or route changes, so there is nothing to snapshot."""
+    backend = loaded.config.backends[name]
+    model = loaded.config.models[model_id]
+    assert model.source is not None
+    unit = next(u for u in stack_units(loaded.config) if u.name == name)
+    result = SwitchResult(backend=name, old=None, new=model_id)
+    phase = _Phases(result, on_phase)
+    with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
+        plan = None
+        if plan_fn is not None:
+            with phase("plan"):
+                plan = plan_fn(effective_serving(loaded.config, load_serving(paths.state_dir)))
+            refuse_if_unfit(plan)
+        unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
+        stopped = evict(plan, name, paths) if plan is not None else ()
+        try:
+            with phase("load"), probe_client(30.0) as client:
+                load_into_ollama(
+                    client, unit.url, model.source, getattr(backend, "keep_alive", None), unload,
+                    timeout or unit.start_timeout,
+                )  # fmt: skip
+        except LlmctlError:
+            record_history(paths, result, ok=False)
+            systemd.start(list(stopped), block=False)  # what was stopped for room comes back
+            raise
+        record_history(paths, result, ok=True)
+    return result
 
 
 def _apply(

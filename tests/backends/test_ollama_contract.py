@@ -280,3 +280,33 @@ def test_gateway_routes_through_ollama_chat_without_v1() -> None:
         "model": "ollama_chat/llama3.1:8b",
         "api_base": "http://127.0.0.1:11434",
     }
+
+
+# --- switch: load one model, unloading what the plan evicts ------------------------------------
+
+
+def test_switch_unloads_what_the_plan_evicts_then_loads_with_the_keep_alive(
+    client: httpx.Client, server: OllamaStandIn
+) -> None:
+    from llmctl.switch import load_into_ollama  # noqa: PLC0415
+
+    ollama.load(client, server.url, "llama3.1:8b", None)
+    load_into_ollama(client, server.url, "qwen2.5", "30m", ["llama3.1:8b"], timeout=10)
+    assert [m.name for m in ollama.loaded_models(client, server.url)] == ["qwen2.5:latest"]
+    bodies = _generate_bodies(server)
+    # The unload (keep_alive 0) came before the load, and the load carries the configured keep-alive.
+    assert (
+        bodies[-2] == {"model": "llama3.1:8b", "keep_alive": 0, "stream": False}
+        or bodies[-2]["keep_alive"] == 0
+    )
+    assert bodies[-1]["model"] == "qwen2.5" and bodies[-1]["keep_alive"] == "30m"
+
+
+def test_switch_to_a_model_ollama_does_not_have_says_to_pull(
+    client: httpx.Client, server: OllamaStandIn
+) -> None:
+    from llmctl.switch import load_into_ollama  # noqa: PLC0415
+
+    with pytest.raises(LlmctlError, match="does not have model") as info:
+        load_into_ollama(client, server.url, "mistral:7b", None, [], timeout=10)
+    assert "ollama pull mistral:7b" in (info.value.hint or "")

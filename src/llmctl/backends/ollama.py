@@ -98,7 +98,7 @@ def _keep_alive_json(keep_alive: str | int) -> str | int:
     return keep_alive
 
 
-def _canonical(name: str) -> str:
+def canonical(name: str) -> str:
     # Ollama names a model without a tag NAME:latest (that is how /api/ps lists it).
     last = name.rsplit("/", 1)[-1]
     return (name if ":" in last else f"{name}:latest").casefold()
@@ -156,10 +156,10 @@ def unload(
     # 404: Ollama does not know the name, so nothing by that name can be loaded either.
     if response.status_code not in (200, 404):
         raise LlmctlError(_failed(url, f"could not unload {model!r}", response))
-    wanted = _canonical(model)
+    wanted = canonical(model)
     deadline = clock() + timeout
     interval = FIRST_POLL
-    while any(_canonical(m.name) == wanted for m in loaded_models(client, url)):
+    while any(canonical(m.name) == wanted for m in loaded_models(client, url)):
         if clock() >= deadline:
             raise LlmctlError(
                 f"Ollama at {url} still has {model!r} loaded {timeout:g} s after it was asked to unload it",
