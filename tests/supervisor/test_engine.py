@@ -346,3 +346,19 @@ def test_status_line(tmp_path: Path) -> None:
     assert h.engine.summary() == "1 backends: 1 ok"
     h.step(10, FAIL)
     assert h.engine.summary() == "1 backends: 1 failing (native)"
+
+
+def test_a_busy_server_slow_to_answer_is_not_counted_a_hung_one_is(tmp_path: Path) -> None:
+    """Under load llama-server can take longer than the timeout to answer /health, but its
+    process is working; a stopped or deadlocked one uses no CPU. Only the latter counts."""
+    h = make(tmp_path)
+    h.step(0)
+    for _ in range(5):
+        h.cpu = (h.cpu or 0.0) + 5.0  # 50 % of a core over each 10 s step: generating
+        assert not h.restarts(h.step(10, FAIL))
+    assert h.kinds() == []
+    # Frozen (kill -STOP): no CPU any more, the same timeouts now count.
+    for _ in range(2):
+        assert not h.restarts(h.step(10, FAIL))
+    assert h.kinds() == ["probe-failed", "probe-failed"]
+    assert h.restarts(h.step(10, FAIL))

@@ -98,6 +98,7 @@ class Tracker:
     next_deep: float | None = None
     inflight: set[str] = field(default_factory=set)  # "liveness" (also startup), "deep"
     last_busy: float = 0.0
+    working: bool = False  # its main process used CPU between the last two samples
     cpu: tuple[float, float, int] | None = None  # (when, cpu seconds, pid)
     healthy_since: float | None = None
     up: bool | None = None
@@ -248,10 +249,12 @@ class Engine:
         if sample is None or not pid:
             t.cpu = None
             return
+        t.working = False
         if t.cpu is not None and t.cpu[2] == pid:
             elapsed, used = now - t.cpu[0], sample - t.cpu[1]
             if elapsed > 0 and (used < 0 or used / elapsed >= BUSY_CPU_FRACTION):
                 t.last_busy = now
+                t.working = used >= 0
         t.cpu = (now, sample, pid)
 
     def _deep_due(self, now: float, t: Tracker) -> bool:
@@ -412,6 +415,12 @@ class Engine:
         if t.loading_since is not None and now - t.loading_since <= t.plan.startup.budget:
             return []  # failures while loading do not count
         if held or t.pending is not None:
+            return []
+        if "timed out" in result.detail and t.working:
+            # A server busy generating can be slow to answer /health (its HTTP threads are all
+            # taken), but its process is using CPU; a hung one (stopped, deadlocked) uses none.
+            # Only a timeout without work counts.
+            t.last_detail = f"{result.detail} (busy: its process is working)"
             return []
         threshold = t.plan.liveness.failure_threshold
         t.fails += 1
