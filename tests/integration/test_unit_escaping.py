@@ -33,8 +33,10 @@ SPECIAL = [*list(" \"'\\%$;=#[]{}`*?~é-@+!:"), "%h", "%%", "$HOME", "${MAINPID}
 
 DUMP = """#!{python}
 import json, os, sys
-with open(os.environ["DUMP_TO"], "w") as out:
+target = os.environ["DUMP_TO"]
+with open(target + ".tmp", "w") as out:
     json.dump({{"argv": sys.argv, "env": {{k: v for k, v in os.environ.items() if k.startswith("T_")}}}}, out)
+os.replace(target + ".tmp", target)  # whole or not at all: the test reads it as soon as it exists
 """
 
 
