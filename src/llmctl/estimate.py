@@ -3,9 +3,9 @@
 Three ways, one per kind of backend:
 
 * GGUF models (llama-server, llama-cpp-python, and Ollama for a model it has not loaded yet):
-  from the file's header, read with the `gguf` package. Only the header is parsed
-  (`gguf.GGUFReader` memory-maps the file and never touches tensor data), so a 40 GB model
-  costs a few milliseconds. `estimate_gguf`.
+  from the file's header (`llmctl.gguf_header`: metadata and tensor table only, through mmap,
+  so a 40 GB model costs a few milliseconds; checked against the `gguf` package in the tests).
+  `estimate_gguf`.
 * vLLM: its claim does not depend on the model. vLLM takes
   `ceil(gpu_memory_utilization x total)` of every GPU it runs on and refuses to start when less
   than that is free (`request_memory()` in vllm/v1/worker/utils.py). `estimate_vllm`.
@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.gguf_header import GgufError, GgufHeader, read_header
 
 if TYPE_CHECKING:
     from llmctl.backends.ollama import LoadedModel
@@ -211,39 +212,23 @@ def shard_paths(path: Path) -> list[Path]:
     return paths
 
 
-def _open(path: Path) -> Any:
-    try:
-        import gguf  # noqa: PLC0415 - numpy and gguf cost ~100 ms: only when a model is estimated
-    except ImportError as exc:
-        raise LlmctlError(
-            "reading a GGUF header needs the gguf package", hint="reinstall llmctl (gguf is a dependency)"
-        ) from exc
+def _open(path: Path) -> GgufHeader:
     if not path.is_file():
         raise LlmctlError(f"model file {path} does not exist", exit_code=ExitCode.USAGE)
     try:
-        reader = gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError) as exc:
-        # The reader raises ValueError("GGUF magic invalid"), or numpy's reshape/view errors when
-        # the file ends inside the header or the tensor table.
+        header = read_header(path)
+    except GgufError as exc:
         raise LlmctlError(
             f"{path} is not a readable GGUF model (truncated or corrupt): {exc}",
             hint="Download it again; `ls -l` against the published size shows a partial download.",
         ) from None
-    except OSError as exc:
-        raise LlmctlError(f"cannot read {path}: {exc.strerror or exc}") from None
-    size = path.stat().st_size
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    if end > size:
-        raise LlmctlError(
-            f"{path} is truncated: its tensors end at byte {end:,} but the file has {size:,}",
-            hint="Download it again.",
-        )
-    return reader
+    except (OSError, ValueError) as exc:  # mmap of an empty or special file raises ValueError
+        raise LlmctlError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return header
 
 
-def _value(reader: Any, key: str) -> Any:
-    found = reader.get_field(key)
-    return None if found is None else found.contents()
+def _value(header: GgufHeader, key: str) -> Any:
+    return header.get(key)
 
 
 def _per_layer(value: Any, layers: int, key: str, path: Path) -> tuple[int, ...]:
@@ -282,8 +267,8 @@ def read_gguf(path: Path) -> GgufInfo:
     feed_forward = max(ff_raw) if isinstance(ff_raw, list) else int(ff_raw or 4 * embedding)
     vocab = _value(first, f"{arch}.vocab_size")
     if vocab is None:
-        tokens = first.get_field("tokenizer.ggml.tokens")
-        vocab = len(tokens.data) if tokens is not None else 0  # count, without decoding 150k strings
+        tokens = first.get("tokenizer.ggml.tokens")
+        vocab = len(tokens) if tokens is not None else 0  # counted, never decoded (150k strings)
     window = _value(first, f"{arch}.attention.sliding_window")
 
     layer_bytes = [0] * layers
@@ -291,7 +276,7 @@ def read_gguf(path: Path) -> GgufInfo:
     has_output = False
     for reader in readers:
         for tensor in reader.tensors:
-            name, size = str(tensor.name), int(tensor.n_bytes)
+            name, size = tensor.name, tensor.n_bytes
             if name.startswith("blk."):
                 index = int(name.split(".", 2)[1])
                 if 0 <= index < layers:

@@ -112,10 +112,8 @@ def check_model_file(loaded: LoadedConfig, model_id: str) -> None:
             exit_code=ExitCode.USAGE,
         )
     if kind == "gguf":
-        try:
-            from llmctl.estimate import read_gguf  # noqa: PLC0415 - needs the gguf package
-        except ImportError:
-            return
+        from llmctl.estimate import read_gguf  # noqa: PLC0415
+
         try:
             read_gguf(path)
         except LlmctlError as err:
