@@ -92,3 +92,62 @@ def test_gateway_readiness() -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(LlmctlError, match="unknown kind"):
         wait_ready("tgi", "http://x", None, 5)
+
+
+def test_a_zombie_or_reaped_process_is_not_alive() -> None:
+    import os  # noqa: PLC0415
+
+    from llmctl.readiness import process_alive  # noqa: PLC0415
+
+    assert process_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    # Not reaped yet: once it exits it is a zombie (state Z), which must count as gone.
+    for _ in range(500):
+        if not process_alive(child.pid):
+            break
+        import time  # noqa: PLC0415
+
+        time.sleep(0.01)
+    assert not process_alive(child.pid)
+    child.wait()
+    assert not process_alive(child.pid)
+
+
+def gate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "llmctl", "wait-ready", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_gate_fails_with_the_cli_error_format_when_nothing_listens() -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        result = gate("--kind", "llama-server", "--url", f"http://127.0.0.1:{port}", "--timeout", "0.3")
+    assert result.returncode == 1
+    assert "llmctl: error: llama-server at" in result.stderr
+    assert "was not ready after 0 s (last probe: connection refused)" in result.stderr
+
+
+def test_the_gate_stays_off_click_psutil_and_pydantic() -> None:
+    """The gate runs at every unit start; its imports are its start-up time."""
+    result = gate("--help")
+    assert result.returncode == 0
+    assert "--pid" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "llmctl.readiness" in imported
+    assert not {"click", "psutil", "pydantic", "jinja2", "gguf", "numpy"} & imported
+
+
+def test_bad_gate_arguments_are_usage_errors() -> None:
+    result = gate("--kind", "llama-server")
+    assert result.returncode == 2
+    assert "--url" in result.stderr
+    result = gate("--kind", "llama-server", "--url", "http://x", "--timeout", "-1")
+    assert result.returncode == 2
+    result = gate("--kind", "tgi", "--url", "http://x")
+    assert result.returncode == 2
+    assert "unknown kind 'tgi'" in result.stderr

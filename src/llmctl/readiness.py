@@ -3,21 +3,26 @@
 The wait ends as soon as the answer is known: ready, the server process gone (a model that
 fails to load makes it exit at once; waiting out the deadline would hide that), or the
 deadline. Polling starts fast and backs off, so a quick server is seen within ~20 ms.
+
+Every unit runs the gate (`python -m llmctl wait-ready`) as `ExecStartPost=`, so its start-up
+is part of every start: `llmctl/__main__.py` sends `wait-ready` straight to `gate_main` here,
+without click or the rest of the CLI, and this module keeps to the standard library plus
+httpx (no psutil: /proc says whether the server process lives).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-import psutil
 
 from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.backends.gateway import probe_gateway
-from llmctl.errors import LlmctlError
+from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
@@ -51,10 +56,13 @@ def probe_once(client: httpx.Client, kind: str, url: str, model: str | None) -> 
 
 
 def process_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (state Z in /proc/PID/stat)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
         return False
+    # The name in parentheses may contain spaces and ')'; the state follows the last ')'.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def wait_ready(
@@ -71,7 +79,9 @@ def wait_ready(
 ) -> ReadyResult:
     """Poll until ready; raise LlmctlError if the process exits or the deadline passes."""
     if kind != GATEWAY_KIND and kind not in set(Kind):
-        raise LlmctlError(f"unknown kind {kind!r}", hint=f"one of {', '.join(Kind)}, gateway")
+        raise LlmctlError(
+            f"unknown kind {kind!r}", hint=f"one of {', '.join(Kind)}, gateway", exit_code=ExitCode.USAGE
+        )
     own_client = client is None
     client = client or probe_client(PROBE_TIMEOUT)
     start = clock()
@@ -100,3 +110,38 @@ def wait_ready(
     finally:
         if own_client:
             client.close()
+
+
+def gate_main(argv: list[str]) -> int:
+    """`llmctl wait-ready ...`: the gate's command line (argparse, to stay off click's import)."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="llmctl wait-ready",
+        description="Return once the server at URL serves (used by the units; handy by hand too).",
+    )
+    parser.add_argument("--kind", required=True, help="backend kind, or 'gateway'")
+    parser.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--model", default=None, help="model id the server must list")
+    parser.add_argument("--timeout", type=_seconds, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--pid", type=int, default=None, help="give up at once when this process exits")
+    args = parser.parse_args(argv)
+    try:
+        result = wait_ready(args.kind, args.url, args.model, args.timeout, pid=args.pid)
+    except LlmctlError as err:
+        # The CLI's error format (cli/output.py), without importing click for it.
+        print(f"llmctl: error: {err.message}", file=sys.stderr)
+        for line in err.details:
+            print(f"  {line}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return int(err.exit_code)
+    print(f"ready after {result.waited:.2f} s: {result.probe.detail}")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
