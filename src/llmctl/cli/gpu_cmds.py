@@ -71,6 +71,7 @@ def gather_facts(
     unit they belong to.
     """
     from llmctl import gpu, procs, systemd  # noqa: PLC0415
+    from llmctl.kinds import Kind  # noqa: PLC0415
     from llmctl.planner import holdings_from_inventory  # noqa: PLC0415
     from llmctl.render.units import unit_name  # noqa: PLC0415
 
@@ -92,7 +93,9 @@ def gather_facts(
     }
     inventory = gpu.with_units(inventory, units_by_pid)
     running = holdings_from_inventory(config, inventory, serving)
-    if not active:
+    ollama_active = any(config.backends[name].kind is Kind.OLLAMA for name in active)
+    if not running and not ollama_active:
+        # Nothing holds GPU memory (no GPU, or none of ours on it): no server needs asking.
         return Facts(inventory, running, notes=notes)
     running, loaded = _ask_backends(config, running, set(active), probe_timeout)
     return Facts(inventory, running, ollama_loaded=loaded, notes=notes)
