@@ -13,7 +13,7 @@ from llmctl import doctor
 from llmctl.cli import main
 from llmctl.cli.doctor_cmds import format_checks
 from llmctl.doctor import Check, GpuFacts
-from tests.test_doctor import fake_probes, good_config
+from tests.doctor.fakes import fake_probes, good_config
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
