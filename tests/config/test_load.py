@@ -262,3 +262,49 @@ def test_unknown_nested_keys_get_a_suggestion(where: tuple[str, ...], typo: str,
     node[typo] = 1
     [message] = problems(config)
     assert f"did you mean '{suggestion}'?" in message, message
+
+
+# --- api_key (vLLM started with a key llmctl generates) -----------------------------------------
+
+
+def vllm_config(**backend: Any) -> dict[str, Any]:
+    config = minimal_config()
+    config["backends"]["vllm"] = {"kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8001, **backend}
+    return config
+
+
+def test_api_key_is_off_by_default_and_opt_in_on_vllm() -> None:
+    config, _ = parse_config(dump(vllm_config()))
+    assert config.backends["vllm"].api_key is False  # type: ignore[union-attr]
+    config, _ = parse_config(dump(vllm_config(api_key=True)))
+    assert config.backends["vllm"].api_key is True  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["llama-server", "llama-cpp-python", "ollama"])
+def test_api_key_on_another_kind_says_which_kinds_take_it(kind: str) -> None:
+    config = minimal_config()
+    config["backends"]["llama"]["kind"] = kind
+    config["backends"]["llama"]["api_key"] = True
+    if kind == "ollama":
+        del config["backends"]["llama"]["model"]
+    [message] = problems(config)
+    assert message.startswith("backends.llama.api_key (line ")
+    assert message.endswith(f": only vllm backends take api_key (this one is {kind})")
+
+
+def test_a_key_as_the_value_is_refused_without_echoing_it() -> None:
+    [message] = problems(vllm_config(api_key="sk-secret-value"))
+    assert message.startswith("backends.vllm.api_key (line ")
+    assert "never the key itself" in message and "sk-secret-value" not in message
+
+
+def test_a_key_in_environment_or_args_is_refused_without_echoing_it() -> None:
+    config = vllm_config(
+        environment={"VLLM_API_KEY": "sk-env-value"}, args=["--dtype", "half", "--api-key=sk-arg"]
+    )
+    [message] = problems(config)
+    assert message.startswith("backends.vllm (line ")
+    assert "environment.VLLM_API_KEY and args[2]" in message and "api_key: true" in message
+    assert "sk-env-value" not in message and "sk-arg" not in message
+    [message] = problems(vllm_config(api_key=True, args=["--api-key", "sk-arg"]))
+    assert "args[0]" in message and "sk-arg" not in message

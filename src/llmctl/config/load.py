@@ -20,6 +20,7 @@ from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.schema import (
     Config,
     Kind,
+    backend_class,
 )
 from llmctl.errors import ConfigError
 
@@ -113,6 +114,13 @@ def _user_loc(loc: Loc) -> Loc:
     return loc
 
 
+def _kinds_with(key: str, raw_loc: Loc) -> list[str]:
+    """For a key unknown to a backend's kind (backends.NAME.KIND.key): the kinds that take it."""
+    if len(raw_loc) != 4 or raw_loc[0] != "backends" or raw_loc[2] not in set(Kind):
+        return []
+    return [k.value for k in Kind if (cls := backend_class(k)) is not None and key in cls.model_fields]
+
+
 def _describe(err: Any, positions: dict[Loc, int]) -> str:
     raw_loc: Loc = tuple(err["loc"])
     loc = _user_loc(raw_loc)
@@ -121,6 +129,9 @@ def _describe(err: Any, positions: dict[Loc, int]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(raw_loc[-1])
+        other_kinds = _kinds_with(key, raw_loc)
+        if other_kinds:
+            return f"{where}: only {' and '.join(other_kinds)} backends take {key} (this one is {raw_loc[2]})"
         allowed = _fields_for(raw_loc[:-1])
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -36,6 +37,7 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 # unit name, so they may hold the characters real model names use (dots, colons, slashes).
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+API_KEY_VARIABLE = "VLLM_API_KEY"  # llmctl.backends.vllm.VllmAdapter.api_key_variable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -139,6 +141,32 @@ class VllmBackend(BackendBase):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = None
     sleep_mode: bool = Field(default=False, description="--enable-sleep-mode (dev endpoints).")
+    api_key: bool = Field(
+        default=False,
+        description="Start it with an API key llmctl generates (0600 file keys/NAME.env, read by the "
+        "unit as VLLM_API_KEY); the gateway and llmctl's probes send it. /health needs none.",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _not_the_key_itself(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # Not echoed back: it may be a real key.
+            raise ValueError("takes true or false (llmctl generates the key), never the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source_of_the_key(self) -> VllmBackend:
+        # A key written into the config would be in the unit file (environment) or the argv
+        # (args), and --api-key would override the generated one. Named by place, not value.
+        given = [f"environment.{API_KEY_VARIABLE}"] if API_KEY_VARIABLE in self.environment else []
+        given += [f"args[{i}]" for i, arg in enumerate(self.args) if arg.split("=", 1)[0] == "--api-key"]
+        if given:
+            raise ValueError(
+                f"a key in {' and '.join(given)} would be written into the unit file or the argv; "
+                "use `api_key: true` (llmctl then generates the key and keeps it in a 0600 file)"
+            )
+        return self
 
 
 class OllamaBackend(BackendBase):
