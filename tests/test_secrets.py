@@ -1,4 +1,4 @@
-"""The gateway key: created once with mode 0600, never readable by others."""
+"""Generated keys: created once with mode 0600, never readable by others."""
 
 from __future__ import annotations
 
@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from llmctl.config.load import parse_config
 from llmctl.errors import LlmctlError
-from llmctl.secrets import ensure_gateway_key, read_gateway_key
+from llmctl.paths import Paths
+from llmctl.render.units import RenderOptions, render_stack
+from llmctl.secrets import (
+    ensure_backend_key,
+    ensure_gateway_key,
+    gateway_variable,
+    installed_backend_keys,
+    read_backend_key,
+    read_gateway_key,
+)
+from tests.conftest import dump, minimal_config
 
 
 def test_created_once_owner_only(tmp_path: Path) -> None:
@@ -34,3 +45,64 @@ def test_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
 def test_missing_key_has_a_hint(tmp_path: Path) -> None:
     with pytest.raises(LlmctlError, match="no gateway key yet"):
         read_gateway_key(tmp_path / "gateway.env")
+
+
+# --- API keys of backends started with one -------------------------------------------------------
+
+
+def test_backend_key_file_holds_one_key_under_both_names(paths: Paths) -> None:
+    path = paths.backend_key_file("big-vllm")
+    assert ensure_backend_key(path, "big-vllm", "VLLM_API_KEY") is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert gateway_variable("big-vllm") == "LLMCTL_API_KEY_BIG_VLLM"
+    key = read_backend_key(path, "VLLM_API_KEY")
+    assert key.startswith("sk-") and len(key) > 40
+    assert read_backend_key(path, "LLMCTL_API_KEY_BIG_VLLM") == key
+    assert ensure_backend_key(path, "big-vllm", "VLLM_API_KEY") is False
+    assert read_backend_key(path, "VLLM_API_KEY") == key
+    assert [p.name for p in path.parent.iterdir()] == ["big-vllm.env"]  # no temporary file left
+
+
+def test_backend_key_file_others_can_read_or_that_lacks_a_name_is_refused(paths: Paths) -> None:
+    path = paths.backend_key_file("vllm")
+    ensure_backend_key(path, "vllm", "VLLM_API_KEY")
+    path.chmod(0o640)
+    with pytest.raises(LlmctlError, match="readable by others") as info:
+        ensure_backend_key(path, "vllm", "VLLM_API_KEY")
+    assert info.value.hint == f"chmod 600 {path}"
+    path.chmod(0o600)
+    path.write_text("VLLM_API_KEY=sk-only-one-name\n")
+    with pytest.raises(LlmctlError, match="has no LLMCTL_API_KEY_VLLM="):
+        ensure_backend_key(path, "vllm", "VLLM_API_KEY")
+    with pytest.raises(LlmctlError, match="no API key file"):
+        read_backend_key(paths.backend_key_file("other"), "VLLM_API_KEY")
+
+
+def _install(paths: Paths, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (paths.config_home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (paths.config_home / rel).write_text(text)
+
+
+def test_installed_backend_keys_are_those_of_the_units_that_read_a_key_file(paths: Paths) -> None:
+    config, _ = parse_config(
+        dump(
+            minimal_config(
+                backends={
+                    "keyed": {"kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8001, "model": "a",
+                              "api_key": True},
+                    "open": {"kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8002, "model": "b"},
+                    "llama": {"kind": "llama-server", "command": "/opt/llama/llama-server", "port": 8080},
+                },
+                models={"a": {"backend": "keyed", "source": "org/a"}, "b": {"backend": "open", "source": "org/b"}},
+            )
+        )
+    )  # fmt: skip
+    options = RenderOptions(config_path=Path("/c.yaml"), paths=paths, resolve=Path)
+    _install(paths, render_stack(config, options).files)
+    assert installed_backend_keys(paths) == {}, "no key file yet: nothing to send"
+    ensure_backend_key(paths.backend_key_file("keyed"), "keyed", "VLLM_API_KEY")
+    ensure_backend_key(paths.backend_key_file("open"), "open", "VLLM_API_KEY")  # left over: not read
+    key = read_backend_key(paths.backend_key_file("keyed"), "VLLM_API_KEY")
+    assert installed_backend_keys(paths) == {"http://127.0.0.1:8001": key}

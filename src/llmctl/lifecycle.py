@@ -14,16 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmctl import procs, systemd, transaction
+from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.checks import resolve_executable
 from llmctl.config.load import LoadedConfig
+from llmctl.config.schema import Config
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.install import ChangeKind, FileChange, apply_changes, compare, installed_llmctl_units
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.readiness import poll_interval, probe_once
-from llmctl.render.units import GATEWAY_FILE, TARGET, UNIT_SUBDIR, RenderedStack
-from llmctl.secrets import ensure_gateway_key
+from llmctl.render.units import (
+    GATEWAY_FILE,
+    GATEWAY_UNIT,
+    TARGET,
+    UNIT_SUBDIR,
+    RenderedStack,
+    keyed_backends,
+    unit_name,
+)
+from llmctl.secrets import ensure_backend_key, ensure_gateway_key
 from llmctl.signatures import match_lines
 from llmctl.stack import StackUnit, select, stack_units
 from llmctl.state import applied_config_file, record_applied
@@ -45,6 +55,7 @@ class UpResult:
     outcomes: list[UnitOutcome] = field(default_factory=list)
     files: list[FileChange] = field(default_factory=list)
     gateway_key_created: bool = False
+    backend_keys_created: list[str] = field(default_factory=list)  # backend names
     snapshot: str | None = None  # taken before changing anything
 
 
@@ -248,6 +259,7 @@ def up(
                 result.outcomes.extend(UnitOutcome(u, "removed") for u in removed)
             if any(u.is_gateway for u in chosen):
                 result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
+            result.backend_keys_created = ensure_backend_keys(loaded.config, paths)
             apply_changes(changes, paths.config_home)
             # Before anything starts: the supervisor reads the applied config when it starts.
             record_applied(paths.state_dir, loaded.text)
@@ -255,9 +267,12 @@ def up(
                 intent = transaction.advance(paths.state_dir, intent, "files-written")
             if result.files:
                 systemd.daemon_reload()
-            result.outcomes.extend(
-                converge(chosen, {c.path for c in result.files}, timeout=timeout, progress=progress)
-            )
+            # A new key reaches a running server and the gateway only through a restart.
+            new_keys = {f"{UNIT_SUBDIR}/{unit_name(n)}" for n in result.backend_keys_created}
+            if new_keys:
+                new_keys.add(f"{UNIT_SUBDIR}/{GATEWAY_UNIT}")
+            changed = {c.path for c in result.files} | new_keys
+            result.outcomes.extend(converge(chosen, changed, timeout=timeout, progress=progress))
             if not names:
                 # Marks the target active, so stopping it by hand stops the stack (PartOf=).
                 systemd.start([TARGET], block=False)
@@ -272,6 +287,18 @@ def up(
         if intent is not None:
             transaction.finish(paths.state_dir)
     return result
+
+
+def ensure_backend_keys(config: Config, paths: Paths) -> list[str]:
+    """Create the key file of each backend started with an API key (`api_key: true`) that has
+    none yet; returns their names."""
+    created = []
+    for name in keyed_backends(config):
+        variable = adapter_for(config.backends[name].kind).api_key_variable
+        assert variable is not None, "the schema allows api_key only where the adapter names a variable"
+        if ensure_backend_key(paths.backend_key_file(name), name, variable):
+            created.append(name)
+    return created
 
 
 @dataclass(frozen=True)

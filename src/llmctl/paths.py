@@ -65,6 +65,15 @@ class Paths:
         """The user's provider keys (api_key_env names), mode 0600, never copied anywhere."""
         return self.llmctl_config_dir / "secrets.env"
 
+    @property
+    def backend_keys_dir(self) -> Path:
+        """API keys llmctl generates for backends (`api_key: true`), one 0600 file each."""
+        return self.llmctl_config_dir / "keys"
+
+    def backend_key_file(self, backend: str) -> Path:
+        """The backend's unit and the gateway's read it via EnvironmentFile=; never copied."""
+        return self.backend_keys_dir / f"{backend}.env"
+
     def resolve_config_file(self, explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
         """--config PATH, else $LLMCTL_CONFIG, else $XDG_CONFIG_HOME/llmctl/llmctl.yaml."""
         env = os.environ if env is None else env

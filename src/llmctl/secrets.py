@@ -1,17 +1,21 @@
-"""The gateway's master key: generated once, kept in a 0600 file, read by systemd.
+"""Keys llmctl generates: the gateway's master key, and the API keys of backends started with
+one. Each is generated once, kept in a 0600 file and read by systemd.
 
-The unit reads it through EnvironmentFile=, so it never appears in a unit file, an argv, the
-gateway's config, a log line or `status`. `llmctl gateway key` prints it for the user.
+The units read them through EnvironmentFile=, so they never appear in a unit file, an argv,
+the gateway's config, a log line or `status`. `llmctl gateway key` prints the master key.
 """
 
 from __future__ import annotations
 
 import secrets
+import shlex
 import stat
 from pathlib import Path
 
 from llmctl.errors import LlmctlError
 from llmctl.fsutil import atomic_write
+from llmctl.paths import Paths
+from llmctl.render.escape import plain_value
 
 KEY_VARIABLE = "LITELLM_MASTER_KEY"
 
@@ -46,3 +50,111 @@ def read_gateway_key(path: Path) -> str:
     raise LlmctlError(
         f"{path} has no {KEY_VARIABLE}=sk-... line", hint="Delete it; `llmctl up` writes a new one."
     )
+
+
+# --- API keys of backends started with one (`api_key: true` on a vLLM backend) ---------------
+#
+# One file per backend, keys/NAME.env (mode 0600, directory 0700), holding one key under two
+# names: the one the server reads (vLLM: VLLM_API_KEY) and LLMCTL_API_KEY_<NAME> for the
+# gateway. The backend's unit reads the file through EnvironmentFile=; so does the gateway's,
+# for every such backend, which is why its name must differ per backend (systemd cannot rename
+# a variable). The key is in no unit file, argv, gateway.yaml, log or snapshot.
+
+BACKEND_KEY_PREFIX = "LLMCTL_API_KEY_"
+
+
+def gateway_variable(backend: str) -> str:
+    """The variable the gateway reads a backend's key from: LLMCTL_API_KEY_<NAME>, - as _."""
+    return BACKEND_KEY_PREFIX + backend.upper().replace("-", "_")
+
+
+def _assignments(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.lstrip().startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
+def _refuse_shared(path: Path, what: str) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise LlmctlError(
+            f"{path} is readable by others (mode {mode:o}); it holds {what}", hint=f"chmod 600 {path}"
+        )
+
+
+def ensure_backend_key(path: Path, backend: str, variable: str) -> bool:
+    """Create the backend's key file if missing (returns True then); refuse a file others can
+    read, or one that lacks either name."""
+    if path.exists():
+        _refuse_shared(path, f"the API key of backend {backend}")
+        read_backend_key(path, variable)
+        read_backend_key(path, gateway_variable(backend))
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = "sk-" + secrets.token_urlsafe(32)
+    atomic_write(
+        path,
+        f"# llmctl: the API key of backend {backend} (mode 0600). The backend reads {variable},\n"
+        f"# the gateway {gateway_variable(backend)}. For a new key: delete this file, `llmctl up`.\n"
+        f"{variable}={key}\n{gateway_variable(backend)}={key}\n",
+        mode=0o600,
+    )
+    return True
+
+
+def read_backend_key(path: Path, variable: str) -> str:
+    try:
+        value = _assignments(path).get(variable, "")
+    except FileNotFoundError:
+        raise LlmctlError(
+            f"no API key file {path}", hint="`llmctl up` creates it for a backend with `api_key: true`."
+        ) from None
+    if not value:
+        raise LlmctlError(
+            f"{path} has no {variable}=... line", hint="Delete it; `llmctl up` writes a new one."
+        )
+    return value
+
+
+def installed_backend_keys(paths: Paths) -> dict[str, str]:
+    """{base URL: key} for the installed backend units started with an API key.
+
+    Those are the units that read their key file (EnvironmentFile=keys/NAME.env); the URL is
+    their readiness gate's --url and the key the file's. What runs is what the installed units
+    say, as in `llmctl.stack.stack_from_installed` (not used here: it needs pydantic, and the
+    readiness gate calls this). Best effort: a unit or a key file that cannot be read is left
+    out, and the server answers that request 401.
+    """
+    out: dict[str, str] = {}
+    try:
+        units = sorted(paths.unit_dir.glob("llmctl-*.service"))
+    except OSError:
+        return out
+    for unit in units:
+        name = unit.name.removeprefix("llmctl-").removesuffix(".service")
+        key_file = paths.backend_key_file(name)
+        try:
+            lines = unit.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        if not lines or not lines[0].startswith("# Generated by llmctl"):
+            continue
+        values = [(key, value) for key, _, value in (line.partition("=") for line in lines)]
+        if ("EnvironmentFile", plain_value(str(key_file))) not in values:
+            continue
+        gate = next((value for key, value in values if key == "ExecStartPost"), "")
+        try:
+            words = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(gate)]
+        except ValueError:
+            continue
+        url = next((words[i + 1] for i in range(len(words) - 1) if words[i] == "--url"), None)
+        if url is None:
+            continue
+        try:
+            out[url] = read_backend_key(key_file, gateway_variable(name))
+        except (LlmctlError, OSError):
+            continue
+    return out

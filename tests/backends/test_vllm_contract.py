@@ -264,6 +264,61 @@ def test_gateway_routes_the_served_name_through_hosted_vllm_with_v1() -> None:
     assert params["api_base"] == "http://127.0.0.1:8001/v1"
 
 
+def _render_keyed(backend: dict[str, Any]) -> tuple[dict[str, list[tuple[str, str, str]]], dict[str, Any]]:
+    """The units (parsed) and the gateway route of a vLLM backend named big-vllm."""
+    config, _ = parse_config(
+        dump(
+            {
+                "version": 1,
+                "backends": {"big-vllm": {"kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8001,
+                                          "model": SERVED, **backend}},
+                "models": {SERVED: {"backend": "big-vllm", "source": "Qwen/Qwen2.5-7B-Instruct-AWQ"}},
+                "gateway": {"command": "/opt/litellm/bin/litellm", "port": 4000},
+            }
+        )
+    )  # fmt: skip
+    files = render_stack(config, fixed_options(Path("/c.yaml"))).files
+    units = {
+        rel.rsplit("/", 1)[-1]: systemd_syntax.parse_unit(t) for rel, t in files.items() if "systemd" in rel
+    }
+    [route] = [e["litellm_params"] for e in yaml.safe_load(files["llmctl/gateway.yaml"])["model_list"]]
+    return units, route
+
+
+def _values(parsed: list[tuple[str, str, str]], key: str) -> list[str]:
+    return [v for _, k, v in parsed if k == key]
+
+
+def test_api_key_reaches_vllm_as_vllm_api_key_only_through_its_key_file() -> None:
+    units, route = _render_keyed({"api_key": True})
+    unit = units["llmctl-big-vllm.service"]
+    # No "-": without its key file the unit must not start (vLLM would serve without a key).
+    assert _values(unit, "EnvironmentFile") == ["/home/user/.config/llmctl/keys/big-vllm.env"]
+    argv = systemd_syntax.exec_argv(_values(unit, "ExecStart")[0])
+    assert not [a for a in argv if "api-key" in str(a) or "api_key" in str(a)], "never in the argv"
+    assert "VLLM_API_KEY" not in systemd_syntax.environment(_values(unit, "Environment"))
+    # The gateway reads the backend's key by a name of its own, from the same file.
+    assert route["api_key"] == "os.environ/LLMCTL_API_KEY_BIG_VLLM"
+    gateway = units["llmctl-gateway.service"]
+    assert _values(gateway, "EnvironmentFile") == [
+        "/home/user/.config/llmctl/gateway.env",
+        "-/home/user/.config/llmctl/secrets.env",
+        "-/home/user/.config/llmctl/keys/big-vllm.env",
+    ]
+    assert "VLLM_API_KEY" in _values(gateway, "UnsetEnvironment")[0].split()
+
+
+def test_without_api_key_nothing_changes() -> None:
+    units, route = _render_keyed({})
+    assert not _values(units["llmctl-big-vllm.service"], "EnvironmentFile")
+    assert route["api_key"] == "none"
+    gateway = units["llmctl-gateway.service"]
+    assert len(_values(gateway, "EnvironmentFile")) == 2
+    assert _values(gateway, "UnsetEnvironment") == ["HOST PORT CONFIG_FILE_PATH"]
+
+
 def test_adapter_constants_match_the_documentation() -> None:
     assert VllmAdapter.restart == "always"
     assert VllmAdapter.default_start_timeout >= 1200
+    # `--api-key K` or env VLLM_API_KEY (reference 4.1): the variable keeps it out of the argv.
+    assert VllmAdapter.api_key_variable == "VLLM_API_KEY"

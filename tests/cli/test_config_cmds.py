@@ -11,6 +11,8 @@ import pytest
 
 from llmctl import __version__
 from llmctl.cli import main
+from llmctl.paths import Paths
+from llmctl.secrets import ensure_backend_key, read_backend_key
 from tests.conftest import minimal_config, write_config
 
 
@@ -150,3 +152,29 @@ def test_json_error_names_the_command_not_the_config_path(
 ) -> None:
     code, out, _ = run(capsys, "--config", str(tmp_path / "missing.yaml"), "validate", "--json")
     assert code == 2 and json.loads(out)["command"] == "validate"
+
+
+def test_a_backend_key_is_never_in_render_diff_or_config_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = minimal_config()
+    config["backends"]["vllm"] = {
+        "kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8001, "model": "qwen", "api_key": True,
+    }  # fmt: skip
+    config["models"]["qwen"] = {"backend": "vllm", "source": "Qwen/Qwen2.5-7B-Instruct"}
+    path = write_config(tmp_path / "c.yaml", config)
+    paths = Paths.from_env()
+    ensure_backend_key(paths.backend_key_file("vllm"), "vllm", "VLLM_API_KEY")
+    key = read_backend_key(paths.backend_key_file("vllm"), "VLLM_API_KEY")
+    out_dir = tmp_path / "x"
+    outputs = [
+        run(capsys, "--config", str(path), "render", "--out", str(out_dir)),
+        run(capsys, "--config", str(path), "render", "--json"),
+        run(capsys, "--config", str(path), "diff"),
+        run(capsys, "--config", str(path), "config", "show", "--json"),
+    ]
+    rendered = {p.name: p.read_text() for p in out_dir.rglob("*") if p.is_file()}
+    assert f"EnvironmentFile={paths.backend_key_file('vllm')}" in rendered["llmctl-vllm.service"]
+    assert "os.environ/LLMCTL_API_KEY_VLLM" in rendered["gateway.yaml"]
+    for text in [*rendered.values(), *(out + err for _, out, err in outputs)]:
+        assert key not in text

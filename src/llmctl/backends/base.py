@@ -94,6 +94,9 @@ class Adapter:
     # Variables that would silently override the argv we render (llama-cpp-python, LiteLLM).
     unset_environment: ClassVar[tuple[str, ...]] = ()
     serves_many: ClassVar[bool] = False  # Ollama: every model assigned to it, loaded on demand
+    # The variable the server reads its API key from, for kinds llmctl can start with a key
+    # (`api_key: true`); the unit gets it from the key file through EnvironmentFile=.
+    api_key_variable: ClassVar[str | None] = None
 
     def launch(
         self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None

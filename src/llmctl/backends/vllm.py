@@ -33,6 +33,9 @@ class VllmAdapter(Adapter):
     kind = Kind.VLLM
     default_start_timeout = 1200
     restart = "always"
+    # `--api-key` would put the key into the argv (ps, /proc/PID/cmdline); vLLM also reads it
+    # from this variable (the flag wins if both are set).
+    api_key_variable = "VLLM_API_KEY"
 
     def launch(
         self, backend: AnyBackend, executable: str, model_id: str | None, model: Model | None

@@ -103,6 +103,8 @@ def up(
         click.echo(f"snapshot {result.snapshot} holds the previous state (llmctl rollback restores it)")
     if result.gateway_key_created:
         click.echo(f"created the gateway key in {app.paths.gateway_env_file} (llmctl gateway key prints it)")
+    for name in result.backend_keys_created:
+        click.echo(f"created the API key of backend {name} in {app.paths.backend_key_file(name)}")
     for outcome in result.outcomes:
         timing = f" in {outcome.seconds:.1f}s" if outcome.action in ("started", "restarted") else ""
         click.echo(f"{outcome.unit}: {outcome.action}{timing}")

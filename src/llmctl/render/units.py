@@ -131,6 +131,11 @@ def serving_model(config: Config, name: str, options: RenderOptions) -> str | No
     return override if override is not None else getattr(config.backends[name], "model", None)
 
 
+def keyed_backends(config: Config) -> list[str]:
+    """Backends started with an API key llmctl generates (`api_key: true`), sorted."""
+    return sorted(name for name, backend in config.backends.items() if getattr(backend, "api_key", False))
+
+
 def _ready_gate(options: RenderOptions, kind: str, url: str, model: str | None, timeout: int) -> str:
     argv = [*options.llmctl_argv, "wait-ready", "--kind", kind, "--url", url]
     if model is not None:
@@ -151,6 +156,8 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
     start_timeout = backend.start_timeout or adapter.default_start_timeout
     environment = {**launch.environment, **backend.environment}
     description = f"llmctl backend {name} ({backend.kind}" + (f", serving {model_id})" if model_id else ")")
+    # The key file has no "-": without its key the server must not start (it would serve openly).
+    key_files = [options.paths.backend_key_file(name)] if name in keyed_backends(config) else []
     return _render(
         "backend.service.j2",
         options,
@@ -160,6 +167,7 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
         exec_start=escape.exec_line(launch.argv),
         environment=[escape.env_assignment(k, v) for k, v in environment.items()],
         unset_environment=escape.unit_word_list(launch.unset_environment),
+        environment_files=[escape.plain_value(str(path)) for path in key_files],
         # The gate gets a little less than systemd's own limit so it can say why it gave up.
         exec_ready=_ready_gate(
             options, backend.kind.value, adapter.url(backend), model_id, max(start_timeout - 5, 1)
@@ -216,6 +224,10 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         "--runtime-dir", runtime_dir,
         "--timeout", str(RELOAD_WAIT_TIMEOUT),
     ]  # fmt: skip
+    keyed = keyed_backends(config)
+    backend_variables = sorted(
+        {v for n in keyed if (v := adapter_for(config.backends[n].kind).api_key_variable) is not None}
+    )
     environment = {
         # PRODUCTION: do not load a stray ./.env from the working directory (the home dir).
         "LITELLM_MODE": "PRODUCTION",
@@ -236,10 +248,13 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         exec_reload=escape.exec_line(reload),
         environment=[escape.env_assignment(k, v) for k, v in environment.items()],
         # LiteLLM reads these in place of its argv; the supervisor sets CONFIG_FILE_PATH
-        # for each child to that child's snapshot.
-        unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH"]),
+        # for each child to that child's snapshot. A backend's key file also names the key
+        # by the variable the backend reads: the gateway needs only its LLMCTL_API_KEY_<NAME>.
+        unset_environment=escape.unit_word_list(["HOST", "PORT", "CONFIG_FILE_PATH", *backend_variables]),
         key_file=escape.plain_value(str(options.paths.gateway_env_file)),
         secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
+        # "-": a missing key fails only the routes to that backend, not the whole gateway.
+        backend_key_files=[escape.plain_value(str(options.paths.backend_key_file(n))) for n in keyed],
         runtime_directory=escape.plain_value(RUNTIME_DIR_NAME),
         restart_sec=RESTART_SEC,
         start_timeout=GATEWAY_START_TIMEOUT,
