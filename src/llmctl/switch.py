@@ -7,8 +7,9 @@ model name with whatever they have loaded, so
 2. plan: the memory estimate must fit after the allowed evictions, or nothing happens;
 3. routes out: the gateway stops routing the old model id to this backend (a request for it
    gets its fallback or a clear error) before the backend changes;
-4. stop: the old server stops; its processes must be gone and its port free (and, with a GPU,
-   its memory back) before the next one starts;
+4. stop: the old server stops; its processes must be gone and its port free, and with a GPU
+   plan (phase gpu-free) NVML must list none of them and show the memory the new model needs
+   free, or the switch fails naming what still holds it (llmctl.vram);
 5. start: the unit is rendered with the new model, started, and must list it;
 6. verify: a one-token completion must succeed;
 7. routes in: only now does the gateway route the new model id here.
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from llmctl.gpu import GpuSource
     from llmctl.planner import Eviction, Plan
 from llmctl.state import effective_serving, load_serving, save_serving
 
@@ -231,9 +233,11 @@ def switch(
     on_phase: Callable[[str, float], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     plan_fn: Callable[[dict[str, str]], Plan] | None = None,
+    gpu_source: GpuSource | None = None,
 ) -> SwitchResult:
     """plan_fn(serving) returns the memory plan (the CLI builds it from NVML or a described
-    inventory); without one, nothing is planned (tests of the transaction alone)."""
+    inventory); without one, nothing is planned (tests of the transaction alone). With a GPU
+    plan and `gpu_source`, every stop is followed by a wait until the memory is back."""
     from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
 
     systemd.require_manager()
@@ -241,7 +245,7 @@ def switch(
     kind_adapter = adapter_for(loaded.config.backends[name].kind)
     if kind_adapter.serves_many:
         return _switch_ollama(
-            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, plan_fn
+            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, plan_fn, gpu_source
         )
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
@@ -267,11 +271,21 @@ def switch(
         result.snapshot = snapshot.id
         intent = transaction.begin(paths.state_dir, "switch", snapshot.id, (f"llmctl-{name}.service",))
         evicted: tuple[str, ...] = ()
+        waiter = _memory_waiter(plan, gpu_source, name)
+        evicted_pids: list[int] = []
+
+        def memory_back(pids: list[int]) -> None:
+            if waiter is not None:
+                waiter(pids + evicted_pids)
+
         try:
             if plan is not None and plan.evictions:
                 with phase("evict"):
-                    evicted = evict(plan, name, paths)
-            _apply(loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress)
+                    evicted, evicted_pids = evict(plan, name, paths)
+            _apply(
+                loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress,
+                memory_back if waiter is not None else None,
+            )  # fmt: skip
         except (LlmctlError, KeyboardInterrupt) as failure:
             record_history(paths, result, ok=False)
             raise recovery.roll_back_after(
@@ -303,18 +317,41 @@ def refuse_if_unfit(plan: Plan) -> None:
     )  # fmt: skip
 
 
-def evict(plan: Plan, switching: str, paths: Paths) -> tuple[str, ...]:
-    """Carry out the plan's evictions, in order; return the units stopped (to restart on rollback)."""
+def evict(plan: Plan, switching: str, paths: Paths) -> tuple[tuple[str, ...], list[int]]:
+    """Carry out the plan's evictions, in order; return the units stopped (to restart on
+    rollback) and the processes they had (whose GPU memory must come back)."""
     stopped: list[str] = []
+    pids: list[int] = []
     for eviction in plan.evictions:
         if eviction.backend == switching:
             continue  # the switch itself stops it
         if eviction.action == "stop":
+            state = systemd.show([eviction.unit]).get(eviction.unit)
+            if state is not None and state.running:
+                pids.extend(procs.cgroup_pids(state.control_group) or [state.main_pid])
             systemd.stop([eviction.unit])
             stopped.append(eviction.unit)
         elif eviction.action in ("unload", "sleep"):
             _release(eviction, paths)
-    return tuple(stopped)
+    return tuple(stopped), pids
+
+
+def _memory_waiter(
+    plan: Plan | None, source: GpuSource | None, backend: str
+) -> Callable[[list[int]], None] | None:
+    """What to wait for after the stops: the stopped PIDs off the GPUs and the plan's memory
+    free on each GPU the new model uses (vLLM checks its claim itself, without a reserve)."""
+    if plan is None or source is None or plan.device != "gpu":
+        return None
+    from llmctl.vram import wait_memory_back  # noqa: PLC0415
+
+    reserve = 0 if plan.kind == "vllm" else plan.reserve_bytes
+    needs = {g.index: g.needs + reserve for g in plan.gpus if g.target and g.needs}
+
+    def wait(pids: list[int]) -> None:
+        wait_memory_back(source, pids, needs, what=f"after stopping for {plan.model} on {backend}")
+
+    return wait
 
 
 def _release(eviction: Eviction, paths: Paths) -> None:
@@ -369,6 +406,7 @@ def _switch_ollama(
     on_phase: Callable[[str, float], None] | None,
     on_message: Callable[[str], None] | None,
     plan_fn: Callable[[dict[str, str]], Plan] | None,
+    gpu_source: GpuSource | None,
 ) -> SwitchResult:
     """Ollama serves every model assigned to it: a switch loads one (and unloads what the plan
     says must make room). No unit or route changes, so there is nothing to snapshot."""
@@ -385,8 +423,12 @@ def _switch_ollama(
                 plan = plan_fn(effective_serving(loaded.config, load_serving(paths.state_dir)))
             refuse_if_unfit(plan)
         unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
-        stopped = evict(plan, name, paths) if plan is not None else ()
+        stopped, stopped_pids = evict(plan, name, paths) if plan is not None else ((), [])
         try:
+            memory_back = _memory_waiter(plan, gpu_source, name)
+            if memory_back is not None:
+                with phase("gpu-free"):
+                    memory_back(stopped_pids)
             with phase("load"), probe_client(30.0) as client:
                 load_into_ollama(
                     client, unit.url, model.source, getattr(backend, "keep_alive", None), unload,
@@ -411,6 +453,7 @@ def _apply(
     render_options: Callable[[dict[str, str]], RenderOptions],
     timeout: float | None,
     progress: Progress | None,
+    memory_back: Callable[[list[int]], None] | None,
 ) -> None:
     """Phases 3 to 7 (see the module docstring); raises on the first failure."""
     with phase("routes-out"):
@@ -423,6 +466,9 @@ def _apply(
         pids = procs.cgroup_pids(state.control_group) if state and state.running else []
         systemd.stop([unit.unit])
         _wait_stopped(unit, pids)
+    if memory_back is not None:
+        with phase("gpu-free"):
+            memory_back(pids)
     intent = transaction.advance(paths.state_dir, intent, "stopped")
     new_serving = {**serving, name: model_id}
     with phase("start"):

@@ -223,78 +223,136 @@ def test_unknown_and_remote_models_are_usage_errors(stack: SwitchStack) -> None:
 Chat = Callable[[str], Any]
 
 
-def test_a_model_that_cannot_fit_is_refused_before_anything_changes(
-    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path
-) -> None:
-    """On a (described) 1 GiB GPU with 100 MiB free, nothing fits: refused, old model untouched."""
-    from tests.integration.conftest import free_port  # noqa: PLC0415
+GiB = 1 << 30
 
-    alpha = write_smoke_model(tmp_path / "alpha.gguf", seed=1)
-    beta = write_smoke_model(tmp_path / "beta.gguf", seed=2)
-    port = free_port()
-    config = tmp_path / "llmctl.yaml"
-    config.write_text(
-        yaml.safe_dump(
+
+def described_gpu(free: int, processes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A 1 GiB GPU, as `llmctl gpus --json` would describe it."""
+    return {
+        "source": "file",
+        "gpus": [
             {
+                "index": 0,
+                "uuid": "GPU-00000000-0000-0000-0000-000000000000",
+                "name": "Tiny",
+                "total_bytes": GiB,
+                "used_bytes": GiB - free,
+                "free_bytes": free,
+                "utilization_percent": 0,
+                "processes": processes or [],
+            },
+        ],
+    }
+
+
+class GpuStack:
+    """One llama-server backend on (described) GPU 0, switching between two smoke models."""
+
+    def __init__(self, tmp_path: Path, provisioned: Provisioned) -> None:
+        from tests.integration.conftest import free_port  # noqa: PLC0415
+
+        alpha = write_smoke_model(tmp_path / "alpha.gguf", seed=1)
+        beta = write_smoke_model(tmp_path / "beta.gguf", seed=2)
+        self.port = free_port()
+        self.config = tmp_path / "llmctl.yaml"
+        self.inventory = tmp_path / "gpus.json"
+        model = {"backend": "gpu", "context": 256}
+        self.config.write_text(
+            yaml.safe_dump({
                 "version": 1,
-                "backends": {
-                    "gpu": {
-                        "kind": "llama-server",
-                        "command": str(provisioned.llama_server),
-                        "port": port,
-                        "model": "alpha",
-                        "gpus": [0],
-                    },
-                },
-                "models": {
-                    "alpha": {"backend": "gpu", "source": str(alpha), "context": 256},
-                    "beta": {"backend": "gpu", "source": str(beta), "context": 256},
-                },
+                "backends": {"gpu": {"kind": "llama-server", "command": str(provisioned.llama_server),
+                                     "port": self.port, "model": "alpha", "gpus": [0]}},
+                "models": {"alpha": {**model, "source": str(alpha)}, "beta": {**model, "source": str(beta)}},
                 "gateway": {"enabled": False},
-            }
-        )
-    )
-    gib = 1 << 30
-    inventory = tmp_path / "gpus.json"
-    inventory.write_text(
-        json.dumps(
-            {
-                "source": "file",
-                "gpus": [
-                    {
-                        "index": 0,
-                        "uuid": "GPU-00000000-0000-0000-0000-000000000000",
-                        "name": "Tiny",
-                        "total_bytes": gib,
-                        "used_bytes": gib - (100 << 20),
-                        "free_bytes": 100 << 20,
-                        "utilization_percent": 0,
-                        "processes": [],
-                    },
-                ],
-            }
-        )
-    )
-    base = [*LLMCTL, "--config", str(config)]
+            })
+        )  # fmt: skip
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, check=False)
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(self.config), *args], capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
 
+    def pid(self) -> int:
+        return int(json.loads(self.run("status", "--json").stdout)["data"]["units"][0]["main_pid"])
+
+    def serves(self) -> list[str]:
+        data = httpx.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=5).json()["data"]
+        return [m["id"] for m in data]
+
+
+@pytest.fixture
+def gpu_stack(user_manager: UserManager, provisioned: Provisioned, tmp_path: Path) -> Iterator[GpuStack]:
+    the_stack = GpuStack(tmp_path, provisioned)
     try:
-        assert run("up").returncode == 0
-        pid = json.loads(run("status", "--json").stdout)["data"]["units"][0]["main_pid"]
-        dry = run("switch", "beta", "--dry-run", "--gpu-inventory", str(inventory))
-        assert dry.returncode == 1 and "short by" in dry.stdout, dry.stdout + dry.stderr
-        result = run("switch", "beta", "--gpu-inventory", str(inventory))
-        assert result.returncode == 1
-        assert "does not fit" in result.stderr and "short by" in result.stderr
-        assert "nothing was changed" in result.stderr
-        assert json.loads(run("status", "--json").stdout)["data"]["units"][0]["main_pid"] == pid
-        assert [
-            m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"]
-        ] == ["alpha"]
+        up = the_stack.run("up")
+        assert up.returncode == 0, up.stderr
+        yield the_stack
     finally:
-        run("down")
+        the_stack.run("down")
         for unit in user_manager.unit_dir.glob("llmctl*"):
             unit.unlink()
         subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+
+
+def test_a_model_that_cannot_fit_is_refused_before_anything_changes(gpu_stack: GpuStack) -> None:
+    """On a (described) 1 GiB GPU with 100 MiB free, nothing fits: refused, old model untouched."""
+    gpu_stack.inventory.write_text(json.dumps(described_gpu(free=100 << 20)))
+    pid = gpu_stack.pid()
+    dry = gpu_stack.run("switch", "beta", "--dry-run", "--gpu-inventory", str(gpu_stack.inventory))
+    assert dry.returncode == 1 and "short by" in dry.stdout, dry.stdout + dry.stderr
+    result = gpu_stack.run("switch", "beta", "--gpu-inventory", str(gpu_stack.inventory))
+    assert result.returncode == 1
+    assert "does not fit" in result.stderr and "short by" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert gpu_stack.pid() == pid
+    assert gpu_stack.serves() == ["alpha"]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_new_model_starts_only_once_the_gpu_memory_is_back(gpu_stack: GpuStack) -> None:
+    """The GPU (described) still shows the old server's 900 MiB for a while after the stop:
+    the switch waits in its gpu-free phase; when the memory never comes back it names the
+    holder and the old model serves again."""
+    holder = {"pid": dead_pid(), "used_bytes": 900 << 20, "unit": "llmctl-gpu.service"}
+    held = json.dumps(described_gpu(free=100 << 20, processes=[holder]))
+    gpu_stack.inventory.write_text(held)
+
+    # 1. The memory comes back 1.5 s after the old server is gone.
+    old = gpu_stack.pid()
+
+    def release() -> None:
+        while Path(f"/proc/{old}").exists():
+            time.sleep(0.01)
+        time.sleep(1.5)
+        tmp = gpu_stack.inventory.with_suffix(".tmp")
+        tmp.write_text(json.dumps(described_gpu(free=GiB - (20 << 20))))
+        tmp.replace(gpu_stack.inventory)
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    result = gpu_stack.run("switch", "beta", "--gpu-inventory", str(gpu_stack.inventory), "--json")
+    releaser.join()
+    assert result.returncode == 0, result.stderr
+    phases = json.loads(result.stdout)["data"]["phases"]
+    assert list(phases)[:4] == ["check", "plan", "routes-out", "stop"]
+    assert phases["gpu-free"] >= 1.0  # it waited for the memory, not just for the process
+    assert gpu_stack.serves() == ["beta"]
+
+    # 2. The memory never comes back: refused after the wait, named, rolled back to beta.
+    gpu_stack.inventory.write_text(held)
+    before = gpu_stack.pid()
+    result = gpu_stack.run("switch", "alpha", "--gpu-inventory", str(gpu_stack.inventory))
+    assert result.returncode == 1
+    assert "not enough GPU memory is free after stopping for alpha on gpu" in result.stderr
+    assert f"held by pid {holder['pid']}, llmctl-gpu.service, 900 MiB, no such process" in result.stderr, (
+        result.stderr
+    )
+    assert "gpu-memory-not-freed" in result.stderr
+    assert gpu_stack.serves() == ["beta"]
+    assert gpu_stack.pid() != before  # stopped for the attempt, started again by the rollback

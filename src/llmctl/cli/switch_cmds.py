@@ -48,6 +48,7 @@ def switch(
     """
     from dataclasses import replace  # noqa: PLC0415
 
+    from llmctl import gpu  # noqa: PLC0415
     from llmctl.cli.gpu_cmds import make_plan, plan_lines  # noqa: PLC0415
     from llmctl.switch import resolve  # noqa: PLC0415
     from llmctl.switch import switch as run_switch  # noqa: PLC0415
@@ -79,6 +80,7 @@ def switch(
             wait_lock=not no_wait, progress=None if as_json else printer, on_phase=on_phase,
             on_message=_message,
             plan_fn=lambda serving: make_plan(loaded.config, serving, model, name, inventory_file),
+            gpu_source=gpu.source_for(inventory_file),
         )  # fmt: skip
     finally:
         printer.done()
