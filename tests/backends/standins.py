@@ -154,6 +154,7 @@ class VllmStandIn(StandIn):
     - GET /health: 200 with an empty body; 503 once the engine died (`kill_engine`) (4.3);
     - GET /v1/models: {"object": "list", "data": [{"id": served name, "owned_by": "vllm", "root",
       "max_model_len", ...}]} (4.3);
+    - POST /v1/completions and /v1/chat/completions: a one-token OpenAI answer (4.3);
     - auth: with an API key, /v1/* needs `Authorization: Bearer KEY`, else 401
       {"error": "Unauthorized"}; /health and the sleep endpoints never do (4.3);
     - sleep mode: POST /sleep?level=1|2, POST /wake_up, GET /is_sleeping -> {"is_sleeping": b},
@@ -201,6 +202,13 @@ class VllmStandIn(StandIn):
                 "permission": [],
             }
             return Reply.json(200, {"object": "list", "data": [card]})
+        if (method, path) == ("POST", "/v1/completions"):
+            return Reply.json(200, {"object": "text_completion", "choices": [{"index": 0, "text": "!"}]})
+        if (method, path) == ("POST", "/v1/chat/completions"):
+            message = {"role": "assistant", "content": "!"}
+            return Reply.json(
+                200, {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+            )
         if path in ("/sleep", "/wake_up", "/is_sleeping"):
             if not self.dev_mode:
                 return not_found

@@ -7,6 +7,7 @@ rendered command line is checked flag by flag against the documented `vllm serve
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ import yaml
 
 from llmctl import status, systemd
 from llmctl.backends import vllm
-from llmctl.backends.base import Health
+from llmctl.backends.base import Health, probe_client
 from llmctl.backends.vllm import VllmAdapter
 from llmctl.config.load import parse_config
 from llmctl.errors import LlmctlError
+from llmctl.lifecycle import ensure_backend_keys
+from llmctl.paths import Paths
 from llmctl.readiness import probe_once, wait_ready
-from llmctl.render.units import render_stack
+from llmctl.render.units import RenderOptions, render_stack
+from llmctl.secrets import read_backend_key
 from llmctl.stack import StackUnit
 from tests import systemd_syntax
 from tests.backends.standins import Recorder, VllmStandIn
@@ -117,6 +121,90 @@ def test_api_key_guards_v1_but_never_health(client: httpx.Client) -> None:
         ) as keyed:
             assert probe_once(keyed, "vllm", server.url, SERVED).models == (SERVED,)
             assert probe_once(keyed, "vllm", server.url, "other").health is Health.DOWN
+
+
+# --- llmctl's own requests carry the key of a backend started with one (api_key: true) ----------
+
+
+def _install_keyed(port: int) -> str:
+    """Install (as `up` would) the units of a vLLM started with a key on `port`; return the key."""
+    paths = Paths.from_env()
+    config, _ = parse_config(
+        dump(
+            {
+                "version": 1,
+                "backends": {"vllm": {"kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": port,
+                                      "model": SERVED, "api_key": True}},
+                "models": {SERVED: {"backend": "vllm", "source": "Qwen/Qwen2.5-7B-Instruct-AWQ"}},
+                "gateway": {"command": "/opt/litellm/bin/litellm", "port": 4000},
+            }
+        )
+    )  # fmt: skip
+    options = RenderOptions(config_path=Path("/c.yaml"), paths=paths, resolve=Path)
+    for rel, text in render_stack(config, options).files.items():
+        (paths.config_home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (paths.config_home / rel).write_text(text)
+    assert ensure_backend_keys(config, paths) == ["vllm"]
+    return read_backend_key(paths.backend_key_file("vllm"), "VLLM_API_KEY")
+
+
+def test_status_and_up_probes_send_the_installed_key_and_check_the_served_name() -> None:
+    with VllmStandIn(SERVED) as server:
+        server.api_key = _install_keyed(server.port)
+        with probe_client(2.0) as keyed:
+            probe = probe_once(keyed, "vllm", server.url, SERVED)
+        assert (probe.health, probe.detail, probe.models) == (Health.OK, "/health 200", (SERVED,))
+        result = wait_ready("vllm", server.url, SERVED, timeout=2)  # its own client: the same keys
+        assert result.probe.models == (SERVED,)
+        with probe_client(2.0) as client:  # as `up` and `switch` wait for a unit
+            assert wait_ready("vllm", server.url, SERVED, timeout=2, client=client).attempts == 1
+    [models] = [r for r in server.requests if r.path == "/v1/models"][:1]
+    assert models.headers["authorization"] == f"Bearer {server.api_key}"
+
+
+def test_a_server_holding_another_key_is_down_and_says_so() -> None:
+    with VllmStandIn(SERVED) as server:
+        _install_keyed(server.port)
+        server.api_key = "sk-the-key-it-started-with"  # the file was replaced since
+        with probe_client(2.0) as keyed:
+            probe = probe_once(keyed, "vllm", server.url, SERVED)
+    assert probe.health is Health.DOWN
+    assert probe.detail == "/v1/models refused the API key (401): restart it to read the current key"
+
+
+def test_the_switch_one_token_check_and_the_supervisor_deep_probe_send_the_key() -> None:
+    from llmctl import switch  # noqa: PLC0415
+    from llmctl.supervisor import probes  # noqa: PLC0415
+    from llmctl.supervisor.plan import BackendPlan  # noqa: PLC0415
+
+    with VllmStandIn(SERVED) as server:
+        server.api_key = _install_keyed(server.port)
+        unit = StackUnit("vllm", "llmctl-vllm.service", "vllm", "127.0.0.1", server.port, SERVED, (SERVED,),
+                         1200, "/opt/vllm/bin/vllm", None)  # fmt: skip
+        switch._one_token(unit, SERVED, timeout=2)  # raises on anything but 200
+        plan = BackendPlan("vllm", "llmctl-vllm.service", "vllm", server.url, SERVED)
+        with probes.client() as http:
+            deep = probes.deep(http, plan, 2.0)
+    assert deep.ok and not deep.skipped, deep.detail
+    posts = [r for r in server.requests if r.method == "POST"]
+    assert [r.path for r in posts] == ["/v1/chat/completions", "/v1/completions"]
+    assert all(r.headers["authorization"] == f"Bearer {server.api_key}" for r in posts)
+
+
+def test_the_readiness_gate_sends_the_key_without_pydantic_and_never_prints_it() -> None:
+    with VllmStandIn(SERVED) as server:
+        key = server.api_key = _install_keyed(server.port)
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "llmctl", "wait-ready", "--kind", "vllm",
+             "--url", server.url, "--model", SERVED, "--timeout", "5"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ready after ") and result.stdout.rstrip().endswith(": /health 200")
+    assert key not in result.stdout + result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "llmctl.secrets" in imported, "the key came from the installed unit's key file"
+    assert not {"psutil", "pydantic", "jinja2"} & imported  # (httpx itself imports click)
 
 
 def test_models_card_has_the_documented_shape(client: httpx.Client) -> None:

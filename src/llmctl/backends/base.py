@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import httpx
 
     from llmctl.config.schema import AnyBackend, Model
@@ -128,13 +130,20 @@ def default_gpu_layers(backend: AnyBackend, model: Model | None) -> int:
     return 0 if backend.gpus == [] else 999
 
 
-def probe_client(timeout: float) -> httpx.Client:
+def probe_client(timeout: float, *, api_keys: Mapping[str, str] | None = None) -> httpx.Client:
     """An HTTP client for probing local servers.
 
     Probes speak plain HTTP to addresses from the config, so no certificate is ever checked:
     verify=False only skips loading the CA bundle (~40 ms per command). trust_env=False keeps
     an HTTP(S)_PROXY in the environment from routing loopback probes through a proxy.
+
+    A server started with an API key gets `Authorization: Bearer KEY`: the keys are
+    `api_keys` ({base URL: key}) if given, else those of the installed units, read at the
+    first request (`llmctl.backends.auth`).
     """
     import httpx  # noqa: PLC0415
 
-    return httpx.Client(timeout=timeout, trust_env=False, verify=False)  # noqa: S501
+    from llmctl.backends.auth import BackendKeys, installed_keys  # noqa: PLC0415 - imports httpx
+
+    auth = BackendKeys(api_keys) if api_keys is not None else BackendKeys(load=installed_keys)
+    return httpx.Client(timeout=timeout, trust_env=False, verify=False, auth=auth)  # noqa: S501

@@ -78,6 +78,10 @@ class VllmAdapter(Adapter):
             return Probe(Health.DOWN, f"/health answered {response.status_code}", latency)
         models_response, _, error = timed_get(client, f"{url}/v1/models")
         if models_response is not None and models_response.status_code == 401:
+            if "authorization" in models_response.request.headers:
+                # llmctl sent the key of the installed unit: the server holds another one.
+                detail = "/v1/models refused the API key (401): restart it to read the current key"
+                return Probe(Health.DOWN, detail, latency)
             # An API key guards /v1 (never /health). /health 200 already means ready; only the
             # served name cannot be checked without the key.
             return Probe(Health.OK, "/health 200 (/v1/models needs the API key: name not checked)", latency)

@@ -13,8 +13,9 @@ Liveness must be cheap and must not disturb a busy server:
 * Ollama: `GET /api/version`.
 
 Deep: a one-token `/v1/completions` (Ollama: `/api/generate` with num_predict 1 on a model it
-already has loaded; none loaded means nothing to test). A backend that needs an API key for it
-(401/403) is skipped, not failed; so is a vLLM in sleep mode that is asleep.
+already has loaded; none loaded means nothing to test). A vLLM started with an API key
+(`api_key: true`) gets it (`llmctl.backends.auth`); a backend that still answers 401/403 (a key
+llmctl does not manage) is skipped, not failed; so is a vLLM in sleep mode that is asleep.
 """
 
 from __future__ import annotations
@@ -36,13 +37,19 @@ def client() -> httpx.Client:
 
     No keep-alive: an idle kept-alive connection would hold one of llama-server's few HTTP
     threads between probes, and a server that closes it at shutdown leaves its own port in
-    TIME_WAIT. A new loopback connection per probe costs microseconds."""
+    TIME_WAIT. A new loopback connection per probe costs microseconds.
+
+    Servers started with an API key get it: the installed units' keys, read again when one
+    answers 401 (restarted with a new key)."""
     import httpx  # noqa: PLC0415
+
+    from llmctl.backends.auth import BackendKeys, installed_keys  # noqa: PLC0415
 
     return httpx.Client(
         trust_env=False,
         verify=False,  # noqa: S501 - plain HTTP to local servers; skips loading the CA bundle
         limits=httpx.Limits(max_keepalive_connections=0),
+        auth=BackendKeys(load=installed_keys),
     )
 
 
