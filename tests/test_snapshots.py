@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from llmctl import __version__, snapshots
+from llmctl.config.load import parse_config
 from llmctl.errors import LlmctlError
 from llmctl.fsutil import atomic_write
 from llmctl.install import GENERATED_MARK, ChangeKind
+from llmctl.lifecycle import ensure_backend_keys
 from llmctl.paths import Paths
+from llmctl.render.units import RenderOptions, render_stack
+from llmctl.secrets import read_backend_key
 from llmctl.snapshots import capture
 from llmctl.snapshots.manifest import GATEWAY_REL, Manifest, next_id, order_key
 from llmctl.state import save_serving, state_file
@@ -169,6 +173,33 @@ def test_a_file_that_holds_a_secret_value_is_refused_without_printing_it(paths: 
     assert f"{config} contains the value of OPENAI_API_KEY in {paths.secrets_env_file}" in message
     assert PROVIDER_KEY not in message and PROVIDER_KEY not in (caught.value.hint or "")
     assert snapshots.list_snapshots(paths) == []
+
+
+def test_a_backend_key_is_never_copied_and_a_file_holding_it_is_refused(paths: Paths) -> None:
+    config = install(paths)
+    keyed = minimal_config()
+    keyed["backends"]["vllm"] = {
+        "kind": "vllm", "command": "/opt/vllm/bin/vllm", "port": 8001, "model": "qwen", "api_key": True,
+    }  # fmt: skip
+    keyed["models"]["qwen"] = {"backend": "vllm", "source": "Qwen/Qwen2.5-7B-Instruct"}
+    parsed, _ = parse_config(dump(keyed))
+    write(config, dump(keyed), 0o600)
+    for rel, text in render_stack(parsed, RenderOptions(config, paths, resolve=Path)).files.items():
+        write(paths.config_home / rel, text)
+    assert ensure_backend_keys(parsed, paths) == ["vllm"]
+    key = read_backend_key(paths.backend_key_file("vllm"), "VLLM_API_KEY")
+    snapshot = take(paths, config)
+    stored = [p for p in snapshot.path.rglob("*") if p.is_file()]
+    assert any(p.name == "llmctl-vllm.service" for p in stored)
+    assert not any(p.name == "vllm.env" for p in stored)
+    assert all(key.encode() not in p.read_bytes() for p in stored)
+    write(paths.gateway_file, GATEWAY + f"# pasted by hand: {key}\n")
+    with pytest.raises(LlmctlError) as caught:
+        take(paths, config, T0 + timedelta(seconds=5))
+    assert f"contains the value of LLMCTL_API_KEY_VLLM in {paths.backend_key_file('vllm')}" in str(
+        caught.value
+    )
+    assert key not in str(caught.value)
 
 
 # --- retention -------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ On disk, under $XDG_STATE_HOME/llmctl/snapshots/:
     .tmp-*/                              an interrupted write or delete: ignored, cleaned by take
 
 Ids sort in time order (timestamp, then the same-second counter) and never go backwards,
-even if the clock does. Secrets (gateway.env, secrets.env) are never copied. Importing this
-package is cheap; what needs jinja2 or pydantic is imported when used.
+even if the clock does. Secrets (gateway.env, secrets.env, keys/) are never copied. Importing
+this package is cheap; what needs jinja2 or pydantic is imported when used.
 """
 
 from __future__ import annotations

@@ -60,10 +60,10 @@ def take(
     config_content: read the config's text from this file instead (the copy of the config
     that produced the installed units), still recorded as config_path.
 
-    Never copies gateway.env or secrets.env, and refuses outright if any copied file holds the
-    value of a secret from them. On a write failure nothing of the new snapshot is left and
-    existing snapshots are untouched. Retention keeps the newest `keep` unpinned snapshots
-    plus every pinned (and every corrupt) one.
+    Never copies gateway.env, secrets.env or the backends' key files, and refuses outright if
+    any copied file holds the value of a secret from them. On a write failure nothing of the
+    new snapshot is left and existing snapshots are untouched. Retention keeps the newest
+    `keep` unpinned snapshots plus every pinned (and every corrupt) one.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
@@ -153,10 +153,19 @@ def _collect(paths: Paths, config_path: Path | None, config_content: Path | None
     return sources
 
 
+def _secret_files(paths: Paths) -> list[Path]:
+    """gateway.env, secrets.env and the backends' API key files (keys/*.env)."""
+    try:
+        keys = sorted(paths.backend_keys_dir.glob("*.env"))
+    except OSError:
+        keys = []
+    return [paths.gateway_env_file, paths.secrets_env_file, *keys]
+
+
 def _secret_values(paths: Paths) -> dict[str, str]:
-    """{value: "NAME in file"} for every assignment in gateway.env and secrets.env."""
+    """{value: "NAME in file"} for every assignment in the secret files."""
     found: dict[str, str] = {}
-    for path in (paths.gateway_env_file, paths.secrets_env_file):
+    for path in _secret_files(paths):
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -179,8 +188,9 @@ def _refuse_secrets(paths: Paths, sources: list[_Source]) -> None:
                 raise LlmctlError(
                     f"{source.origin} contains the value of {where}; snapshots never hold secrets, "
                     "so none was taken",
-                    hint="Keep the secret only in secrets.env and refer to it by its variable name "
-                    "(api_key_env), then run the command again.",
+                    hint="Keep the secret only in its file of mode 0600 and refer to it by name "
+                    "(api_key_env in secrets.env; api_key: true for a backend's key), then run the "
+                    "command again.",
                 )
 
 
