@@ -132,14 +132,19 @@ def test_the_gate_fails_with_the_cli_error_format_when_nothing_listens() -> None
     assert "was not ready after 0 s (last probe: connection refused)" in result.stderr
 
 
-def test_the_gate_stays_off_click_psutil_and_pydantic() -> None:
-    """The gate runs at every unit start; its imports are its start-up time."""
-    result = gate("--help")
-    assert result.returncode == 0
-    assert "--pid" in result.stdout
+def test_the_gate_probes_without_click_httpx_psutil_or_pydantic() -> None:
+    """The gate runs at every unit start; its imports are its start-up time. Checked on a real
+    probe of a real (stand-in) vLLM, not just --help: httpx would pull click in on first use."""
+    from tests.backends.standins import VllmStandIn  # noqa: PLC0415
+
+    with VllmStandIn("tiny") as server:
+        result = gate("--kind", "vllm", "--url", server.url, "--model", "tiny", "--timeout", "10")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ready after ")
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "llmctl.readiness" in imported
-    assert not {"click", "psutil", "pydantic", "jinja2", "gguf", "numpy"} & imported
+    assert "llmctl.backends.http" in imported
+    assert not {"click", "httpx", "psutil", "pydantic", "jinja2", "gguf", "numpy"} & imported
 
 
 def test_bad_gate_arguments_are_usage_errors() -> None:

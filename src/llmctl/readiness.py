@@ -6,8 +6,9 @@ deadline. Polling starts fast and backs off, so a quick server is seen within ~2
 
 Every unit runs the gate (`python -m llmctl wait-ready`) as `ExecStartPost=`, so its start-up
 is part of every start: `llmctl/__main__.py` sends `wait-ready` straight to `gate_main` here,
-without click or the rest of the CLI, and this module keeps to the standard library plus
-httpx (no psutil: /proc says whether the server process lives).
+without click or the rest of the CLI, and this module keeps to the standard library (probes
+through `backends.http.LoopbackClient`, not httpx; no psutil: /proc says whether the server
+process lives).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    import httpx
+    from llmctl.backends.http import HttpClient
 
 GATEWAY_KIND = "gateway"
 PROBE_TIMEOUT = 5.0
@@ -49,7 +50,7 @@ class ReadyResult:
     attempts: int
 
 
-def probe_once(client: httpx.Client, kind: str, url: str, model: str | None) -> Probe:
+def probe_once(client: HttpClient, kind: str, url: str, model: str | None) -> Probe:
     if kind == GATEWAY_KIND:
         return probe_gateway(client, url)
     return adapter_for(Kind(kind)).probe(client, url, model)
@@ -72,7 +73,7 @@ def wait_ready(
     timeout: float,
     *,
     pid: int | None = None,
-    client: httpx.Client | None = None,
+    client: HttpClient | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_probe: Callable[[Probe, float], None] | None = None,
@@ -82,8 +83,9 @@ def wait_ready(
         raise LlmctlError(
             f"unknown kind {kind!r}", hint=f"one of {', '.join(Kind)}, gateway", exit_code=ExitCode.USAGE
         )
-    own_client = client is None
-    client = client or probe_client(PROBE_TIMEOUT)
+    own_client = probe_client(PROBE_TIMEOUT) if client is None else None
+    client = client or own_client
+    assert client is not None
     start = clock()
     attempts = 0
     try:
@@ -108,8 +110,8 @@ def wait_ready(
                 )
             sleep(min(poll_interval(waited), max(timeout - waited, 0.0)))
     finally:
-        if own_client:
-            client.close()
+        if own_client is not None:
+            own_client.close()
 
 
 def gate_main(argv: list[str]) -> int:

@@ -48,8 +48,7 @@ from llmctl.stack import StackUnit, stack_units
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import httpx
-
+    from llmctl.backends.http import HttpClient
     from llmctl.gpu import GpuSource
     from llmctl.planner import Eviction, Plan
 from llmctl.state import effective_serving, load_serving, save_serving
@@ -171,14 +170,14 @@ def _set_routes(loaded: LoadedConfig, paths: Paths, serving: dict[str, str]) -> 
 def _one_token(unit: StackUnit, model_id: str, timeout: float) -> None:
     """A real completion: a server can list its model and still fail to generate."""
     with probe_client(timeout) as client:
-        import httpx  # noqa: PLC0415
+        from llmctl.backends.http import transport_errors  # noqa: PLC0415
 
         try:
             response = client.post(
                 f"{unit.url}/v1/chat/completions",
                 json={"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
             )
-        except httpx.HTTPError as exc:
+        except transport_errors() as exc:
             raise LlmctlError(f"{unit.name}: the test completion failed: {exc}") from None
     if response.status_code != 200:
         raise LlmctlError(
@@ -381,7 +380,7 @@ def _unit_url(unit: str, paths: Paths) -> str:
 
 
 def load_into_ollama(
-    client: httpx.Client, url: str, source: str, keep_alive: str | None, unload: Sequence[str], timeout: float
+    client: HttpClient, url: str, source: str, keep_alive: str | None, unload: Sequence[str], timeout: float
 ) -> None:
     """Unload what the plan evicts (waiting until /api/ps no longer lists it: Ollama frees
     memory asynchronously), then load the model with the backend's keep-alive and check it is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from llmctl.backends import auth
+from llmctl.backends import base, http
 from llmctl.backends.auth import BackendKeys
 from llmctl.backends.base import probe_client
 
@@ -61,7 +61,7 @@ def test_installed_keys_are_read_at_the_first_request_only() -> None:
 
 
 def test_a_retry_with_the_reloaded_key_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "RELOAD_INTERVAL", 0.0)
+    monkeypatch.setattr(http, "RELOAD_INTERVAL", 0.0)
     current = {"key": "sk-1"}
     seen, transport = recording({"a": 2})
     with httpx.Client(
@@ -97,10 +97,10 @@ def test_probe_client_reads_installed_keys_unless_given_some(monkeypatch: pytest
         calls.append(1)
         return {}
 
-    monkeypatch.setattr(auth, "installed_keys", installed)
-    with probe_client(1.0, api_keys={}) as client, pytest.raises(httpx.ConnectError):
+    monkeypatch.setattr(base, "installed_keys", installed)
+    with probe_client(1.0, api_keys={}) as client, pytest.raises(http.ConnectFailed):
         client.get("http://127.0.0.1:9/v1/models")  # nothing listens on the discard port
     assert calls == []
-    with probe_client(1.0) as client, pytest.raises(httpx.ConnectError):
+    with probe_client(1.0) as client, pytest.raises(http.ConnectFailed):
         client.get("http://127.0.0.1:9/v1/models")
     assert calls == [1]

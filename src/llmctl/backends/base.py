@@ -3,8 +3,8 @@
 An adapter is a small stateless object; `llmctl.backends.adapter_for(kind)` returns it. The
 unit renderer asks it how to start the server, `wait-ready`, `status` and the supervisor ask
 it whether the server serves, and the gateway renderer asks it how LiteLLM should address it.
-HTTP goes through an `httpx.Client` the caller passes in, so nothing here imports httpx at
-start-up and tests can hand in a client with a mock transport.
+HTTP goes through a client the caller passes in (`llmctl.backends.http.HttpClient`: our
+stdlib `LoopbackClient` from `probe_client`, or an httpx client with a mock transport in tests).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from llmctl.kinds import Kind
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import httpx
-
+    from llmctl.backends.http import HttpClient, HttpResponse, LoopbackClient
     from llmctl.config.schema import AnyBackend, Model
 
 
@@ -57,29 +56,19 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def timed_get(client: httpx.Client, url: str) -> tuple[httpx.Response | None, float, str]:
+def timed_get(client: HttpClient, url: str) -> tuple[HttpResponse | None, float, str]:
     """GET url; return (response or None, latency ms, error text)."""
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+    from llmctl.backends.http import short_error, transport_errors  # noqa: PLC0415
 
     start = time.monotonic()
     try:
         response = client.get(url)
-    except httpx.HTTPError as exc:
-        return None, (time.monotonic() - start) * 1000, _short_error(exc)
+    except transport_errors() as exc:
+        return None, (time.monotonic() - start) * 1000, short_error(exc)
     return response, (time.monotonic() - start) * 1000, ""
 
 
-def _short_error(exc: Exception) -> str:
-    import httpx  # noqa: PLC0415
-
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
-
-
-def openai_model_ids(response: httpx.Response) -> tuple[str, ...]:
+def openai_model_ids(response: HttpResponse) -> tuple[str, ...]:
     try:
         data = response.json().get("data") or []
         return tuple(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
@@ -105,7 +94,7 @@ class Adapter:
     ) -> Launch:
         raise NotImplementedError
 
-    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+    def probe(self, client: HttpClient, url: str, model_id: str | None) -> Probe:
         raise NotImplementedError
 
     def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
@@ -130,20 +119,22 @@ def default_gpu_layers(backend: AnyBackend, model: Model | None) -> int:
     return 0 if backend.gpus == [] else 999
 
 
-def probe_client(timeout: float, *, api_keys: Mapping[str, str] | None = None) -> httpx.Client:
-    """An HTTP client for probing local servers.
-
-    Probes speak plain HTTP to addresses from the config, so no certificate is ever checked:
-    verify=False only skips loading the CA bundle (~40 ms per command). trust_env=False keeps
-    an HTTP(S)_PROXY in the environment from routing loopback probes through a proxy.
+def probe_client(timeout: float, *, api_keys: Mapping[str, str] | None = None) -> LoopbackClient:
+    """An HTTP client for probing local servers (plain HTTP, no proxies: see backends/http.py).
 
     A server started with an API key gets `Authorization: Bearer KEY`: the keys are
     `api_keys` ({base URL: key}) if given, else those of the installed units, read at the
-    first request (`llmctl.backends.auth`).
+    first request (`installed_keys`, which needs no pydantic).
     """
-    import httpx  # noqa: PLC0415
+    from llmctl.backends.http import KeyRing, LoopbackClient  # noqa: PLC0415
 
-    from llmctl.backends.auth import BackendKeys, installed_keys  # noqa: PLC0415 - imports httpx
+    keys = KeyRing(api_keys) if api_keys is not None else KeyRing(load=lambda: installed_keys())  # noqa: PLW0108 - looked up per call: tests replace it
+    return LoopbackClient(timeout, keys=keys)
 
-    auth = BackendKeys(api_keys) if api_keys is not None else BackendKeys(load=installed_keys)
-    return httpx.Client(timeout=timeout, trust_env=False, verify=False, auth=auth)  # noqa: S501
+
+def installed_keys() -> dict[str, str]:
+    """{base URL: key} of the installed backend units started with a key, for this user."""
+    from llmctl.paths import Paths  # noqa: PLC0415
+    from llmctl.secrets import installed_backend_keys  # noqa: PLC0415
+
+    return installed_backend_keys(Paths.from_env())

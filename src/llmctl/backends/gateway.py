@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 from llmctl.backends.base import Health, Probe, timed_get
 
 if TYPE_CHECKING:
-    import httpx
+    from llmctl.backends.http import HttpClient
 
 
-def probe_gateway(client: httpx.Client, url: str) -> Probe:
+def probe_gateway(client: HttpClient, url: str) -> Probe:
     response, latency, error = timed_get(client, f"{url}/health/readiness")
     if response is None:
         return Probe(Health.DOWN, error, latency)

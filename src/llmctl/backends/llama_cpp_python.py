@@ -23,8 +23,7 @@ from llmctl.backends.base import (
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    import httpx
-
+    from llmctl.backends.http import HttpClient
     from llmctl.config.schema import AnyBackend, Model
 
 DEFAULT_CONTEXT = 4096
@@ -51,7 +50,7 @@ class LlamaCppPythonAdapter(Adapter):
             unset_environment=list(self.unset_environment),
         )
 
-    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+    def probe(self, client: HttpClient, url: str, model_id: str | None) -> Probe:
         response, latency, error = timed_get(client, f"{url}/v1/models")
         if response is None:
             # The port opens only after the model is loaded.

@@ -22,8 +22,7 @@ from llmctl.backends.base import (
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    import httpx
-
+    from llmctl.backends.http import HttpClient
     from llmctl.config.schema import AnyBackend, Model
 
 DEFAULT_CONTEXT = 4096
@@ -45,7 +44,7 @@ class LlamaServerAdapter(Adapter):
             ]  # fmt: skip
         return Launch(argv=[*argv, *backend.args], environment=gpu_environment(backend))
 
-    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+    def probe(self, client: HttpClient, url: str, model_id: str | None) -> Probe:
         response, latency, error = timed_get(client, f"{url}/health")
         if response is None:
             return Probe(Health.DOWN, error, latency)

@@ -20,8 +20,7 @@ from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    import httpx
-
+    from llmctl.backends.http import HttpClient, HttpResponse
     from llmctl.config.schema import AnyBackend, Model
 
 FIRST_POLL = 0.05
@@ -43,7 +42,7 @@ class LoadedModel:
     expires_at: datetime | None  # when keep_alive unloads it; far in the future when pinned
 
 
-def _parse_loaded(response: httpx.Response) -> list[LoadedModel]:
+def _parse_loaded(response: HttpResponse) -> list[LoadedModel]:
     out = []
     try:
         for item in response.json().get("models") or []:
@@ -64,25 +63,25 @@ def _parse_loaded(response: httpx.Response) -> list[LoadedModel]:
     return out
 
 
-def _failed(url: str, what: str, response: httpx.Response) -> str:
+def _failed(url: str, what: str, response: HttpResponse) -> str:
     # Ollama reports failures as {"error": "..."}.
     try:
         text = str(response.json()["error"])
     except (ValueError, KeyError, TypeError):
-        text = response.text.strip()[:200] or response.reason_phrase
+        text = response.text.strip()[:200] or "(no body)"
     return f"Ollama at {url} {what}: HTTP {response.status_code}: {text}"
 
 
 def _post(
-    client: httpx.Client, url: str, path: str, body: dict[str, Any], timeout: float | None = None
-) -> httpx.Response:
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+    client: HttpClient, url: str, path: str, body: dict[str, Any], timeout: float | None = None
+) -> HttpResponse:
+    from llmctl.backends.http import transport_errors  # noqa: PLC0415
 
     try:
         if timeout is None:
             return client.post(f"{url}{path}", json=body)
         return client.post(f"{url}{path}", json=body, timeout=timeout)
-    except httpx.HTTPError as exc:
+    except transport_errors() as exc:
         raise LlmctlError(
             f"Ollama at {url} did not answer: {type(exc).__name__}: {exc}",
             hint="Is the backend running? llmctl status",
@@ -104,7 +103,7 @@ def canonical(name: str) -> str:
     return (name if ":" in last else f"{name}:latest").casefold()
 
 
-def loaded_models(client: httpx.Client, url: str) -> list[LoadedModel]:
+def loaded_models(client: HttpClient, url: str) -> list[LoadedModel]:
     response, _, error = timed_get(client, f"{url}/api/ps")
     if response is None:
         raise LlmctlError(f"Ollama at {url} did not answer: {error}", hint="Is the backend running?")
@@ -114,7 +113,7 @@ def loaded_models(client: httpx.Client, url: str) -> list[LoadedModel]:
 
 
 def load(
-    client: httpx.Client, url: str, model: str, keep_alive: str | int | None, *, timeout: float | None = None
+    client: HttpClient, url: str, model: str, keep_alive: str | int | None, *, timeout: float | None = None
 ) -> None:
     """Load `model` and keep it for `keep_alive` (None: OLLAMA_KEEP_ALIVE, 5 min by default).
 
@@ -140,7 +139,7 @@ def load(
 
 
 def unload(
-    client: httpx.Client,
+    client: HttpClient,
     url: str,
     model: str,
     *,
@@ -198,7 +197,7 @@ class OllamaAdapter(Adapter):
         env.update(gpu_environment(backend))
         return Launch(argv=[executable, "serve"], environment=env)
 
-    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+    def probe(self, client: HttpClient, url: str, model_id: str | None) -> Probe:
         response, latency, error = timed_get(client, f"{url}/api/version")
         if response is None:
             return Probe(Health.DOWN, error, latency)

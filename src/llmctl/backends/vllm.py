@@ -24,8 +24,7 @@ from llmctl.errors import LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    import httpx
-
+    from llmctl.backends.http import HttpClient, HttpResponse
     from llmctl.config.schema import AnyBackend, Model
 
 
@@ -66,7 +65,7 @@ class VllmAdapter(Adapter):
         env["VLLM_ENGINE_READY_TIMEOUT_S"] = str(backend.start_timeout or self.default_start_timeout)
         return Launch(argv=[*argv, *backend.args], environment=env)
 
-    def probe(self, client: httpx.Client, url: str, model_id: str | None) -> Probe:
+    def probe(self, client: HttpClient, url: str, model_id: str | None) -> Probe:
         response, latency, error = timed_get(client, f"{url}/health")
         if response is None:
             # Also what loading looks like: the port is bound but not listening until ready.
@@ -111,13 +110,13 @@ _SLEEP_HINT = (
 
 
 def _dev_call(
-    client: httpx.Client, method: str, url: str, path: str, params: dict[str, int] | None = None
-) -> httpx.Response:
-    import httpx  # noqa: PLC0415 - keep httpx off the CLI start-up path
+    client: HttpClient, method: str, url: str, path: str, params: dict[str, int] | None = None
+) -> HttpResponse:
+    from llmctl.backends.http import transport_errors  # noqa: PLC0415
 
     try:
         response = client.request(method, f"{url}{path}", params=params)
-    except httpx.HTTPError as exc:
+    except transport_errors() as exc:
         raise LlmctlError(
             f"vLLM at {url} did not answer {path}: {type(exc).__name__}: {exc}",
             hint="Is the backend running and ready? llmctl status",
@@ -131,20 +130,20 @@ def _dev_call(
     return response
 
 
-def sleep(client: httpx.Client, url: str, level: int) -> None:
+def sleep(client: HttpClient, url: str, level: int) -> None:
     """Level 1: weights to CPU RAM, KV cache dropped (needs the RAM). Level 2: both dropped."""
     if level not in (1, 2):
         raise ValueError(f"sleep level must be 1 or 2, not {level}")
     _dev_call(client, "POST", url, "/sleep", {"level": level})
 
 
-def wake_up(client: httpx.Client, url: str) -> None:
+def wake_up(client: HttpClient, url: str) -> None:
     # Older releases answer 200 with an empty body, newer ones with {"status": ...}: the
     # status code is the answer.
     _dev_call(client, "POST", url, "/wake_up")
 
 
-def is_sleeping(client: httpx.Client, url: str) -> bool:
+def is_sleeping(client: HttpClient, url: str) -> bool:
     response = _dev_call(client, "GET", url, "/is_sleeping")
     try:
         value = response.json()["is_sleeping"]

@@ -21,8 +21,7 @@ from llmctl.cli.output import emit_json
 from llmctl.errors import ExitCode
 
 if TYPE_CHECKING:
-    import httpx
-
+    from llmctl.backends.http import HttpClient
     from llmctl.backends.ollama import LoadedModel
     from llmctl.config.schema import Config
     from llmctl.gpu import Inventory
@@ -152,7 +151,7 @@ def split_ollama(holding: Holding, loaded: Sequence[LoadedModel]) -> list[Holdin
     return out
 
 
-def _llama_server_idle(client: httpx.Client, url: str) -> bool | None:
+def _llama_server_idle(client: HttpClient, url: str) -> bool | None:
     from llmctl.backends.base import timed_get  # noqa: PLC0415
 
     response, _, _ = timed_get(client, f"{url}/slots")
@@ -165,7 +164,7 @@ def _llama_server_idle(client: httpx.Client, url: str) -> bool | None:
         return None
 
 
-def _vllm_state(client: httpx.Client, url: str, sleep_mode: bool) -> tuple[bool | None, bool]:
+def _vllm_state(client: HttpClient, url: str, sleep_mode: bool) -> tuple[bool | None, bool]:
     from llmctl.backends.base import timed_get  # noqa: PLC0415
 
     asleep = False

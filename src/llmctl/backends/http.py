@@ -1,0 +1,265 @@
+"""A small HTTP/1.1 client for llmctl's probes of local servers, on the standard library.
+
+Probes are on every start's path: each unit's readiness gate (`python -m llmctl wait-ready`)
+runs one, and `up`, `switch` and `status` run several. httpx costs ~70 ms to import here (it
+pulls in its command-line module, click and pygments among them) and ~25 ms to build a
+client, which was most of the gate's start-up. Probes need none of what httpx adds: they speak
+plain HTTP to addresses from the config (no TLS, no proxies, no redirects, no streaming), so
+this client is http.client with keep-alive, a timeout per request, JSON bodies, and the
+backends' API keys (`KeyRing`: `Authorization: Bearer`, read again after a 401).
+
+Adapters accept anything shaped like it (`HttpClient`): tests may hand in an httpx client with
+a mock transport, and the supervisor keeps its httpx client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json as jsonlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+Origin = tuple[str, str, int]
+RELOAD_INTERVAL = 1.0  # a server that keeps answering 401 does not make every request read files
+
+
+class HttpError(Exception):
+    """The request got no HTTP answer (refused, reset, timed out, malformed)."""
+
+
+class ConnectFailed(HttpError):
+    pass
+
+
+class TimedOut(HttpError):
+    pass
+
+
+class SentRequest(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class HttpResponse(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def request(self) -> SentRequest: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+class HttpClient(Protocol):
+    """What adapters need of a client: httpx.Client and LoopbackClient both fit."""
+
+    def get(self, url: str) -> HttpResponse: ...
+
+    def post(self, url: str, *, json: Any = None, timeout: Any = ...) -> HttpResponse: ...
+
+    def request(self, method: str, url: str, *, params: Any = None) -> HttpResponse: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str]  # as sent, names in lower case
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    content: bytes
+    request: Request
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)  # ValueError (JSONDecodeError) when it is not JSON
+
+
+def origin(url: str) -> Origin:
+    """Scheme, host and port: what makes two URLs the same server."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class KeyRing:
+    """Bearer keys by server: given ({base URL: key}), or loaded on first use by `load` and
+    again (at most once a second) when a server answers 401 (its unit restarted with a new key)."""
+
+    def __init__(
+        self, keys: Mapping[str, str] | None = None, *, load: Callable[[], Mapping[str, str]] | None = None
+    ) -> None:
+        self._load = load
+        self._keys: dict[Origin, str] | None = None if keys is None else self._index(keys)
+        self._loaded_at = float("-inf")
+
+    @staticmethod
+    def _index(keys: Mapping[str, str]) -> dict[Origin, str]:
+        return {origin(url): key for url, key in keys.items() if key}
+
+    @property
+    def reloads(self) -> bool:
+        return self._load is not None
+
+    def key(self, url: str, *, reload: bool = False) -> str | None:
+        now = time.monotonic()
+        stale = reload and now - self._loaded_at >= RELOAD_INTERVAL
+        if self._load is not None and (self._keys is None or stale):
+            self._keys = self._index(self._load())
+            self._loaded_at = now
+        return (self._keys or {}).get(origin(url))
+
+
+class LoopbackClient:
+    """Plain-HTTP client with one kept-alive connection per server. Not thread-safe."""
+
+    def __init__(self, timeout: float, *, keys: KeyRing | None = None) -> None:
+        self.timeout = timeout
+        self.keys = keys
+        self._connections: dict[Origin, http.client.HTTPConnection] = {}
+
+    def __enter__(self) -> LoopbackClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def get(
+        self, url: str, *, params: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Response:
+        return self.request("GET", url, params=params, timeout=timeout)
+
+    def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        return self.request("POST", url, json=json, params=params, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> Response:
+        headers = {"Accept": "application/json", "User-Agent": "llmctl"}
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        key = self.keys.key(url) if self.keys is not None else None
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        if params:
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        response = self._send(method, url, body, headers, timeout)
+        if response.status_code == 401 and self.keys is not None and self.keys.reloads:
+            fresh = self.keys.key(url, reload=True)
+            if fresh is not None and fresh != key:
+                headers["Authorization"] = f"Bearer {fresh}"
+                response = self._send(method, url, body, headers, timeout)
+        return response
+
+    def _send(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float | None
+    ) -> Response:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise HttpError(f"{url}: llmctl probes speak plain http only")
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        where = origin(url)
+        for attempt in (1, 2):
+            reused = where in self._connections
+            connection = self._connection(where, timeout)
+            try:
+                connection.request(method, target, body=body, headers=headers)
+                answer = connection.getresponse()
+                content = answer.read()
+            except TimeoutError:
+                self._drop(where)
+                raise TimedOut("timed out") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop(where)
+                if reused and attempt == 1:
+                    continue  # the server closed a kept-alive connection: one fresh try
+                raise HttpError(f"{type(exc).__name__}: {exc}") from None
+            except ConnectionRefusedError:
+                self._drop(where)
+                raise ConnectFailed("connection refused") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(where)
+                raise HttpError(f"{type(exc).__name__}: {exc}") from None
+            if answer.will_close:
+                self._drop(where)
+            sent = Request(method, url, {k.lower(): v for k, v in headers.items()})
+            return Response(answer.status, content, sent, {k.lower(): v for k, v in answer.getheaders()})
+        raise AssertionError("unreachable")
+
+    def _connection(self, where: Origin, timeout: float | None) -> http.client.HTTPConnection:
+        wait = self.timeout if timeout is None else timeout
+        connection = self._connections.get(where)
+        if connection is None:
+            connection = http.client.HTTPConnection(where[1], where[2], timeout=wait)
+            self._connections[where] = connection
+        connection.timeout = wait
+        if connection.sock is not None:
+            connection.sock.settimeout(wait)
+        return connection
+
+    def _drop(self, where: Origin) -> None:
+        connection = self._connections.pop(where, None)
+        if connection is not None:
+            connection.close()
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a request can raise for "no answer": ours, and httpx's when a caller
+    handed in an httpx client (then httpx is imported already; never imported here)."""
+    import sys  # noqa: PLC0415
+
+    httpx = sys.modules.get("httpx")
+    return (HttpError, httpx.HTTPError) if httpx is not None else (HttpError,)
+
+
+def short_error(exc: Exception) -> str:
+    """'connection refused', 'timed out', or the error's type and text."""
+    import sys  # noqa: PLC0415
+
+    if isinstance(exc, ConnectFailed):
+        return "connection refused"
+    if isinstance(exc, TimedOut):
+        return "timed out"
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    if httpx is not None and isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, HttpError):
+        return str(exc)
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
