@@ -11,7 +11,8 @@ import pytest
 
 from llmctl.errors import LlmctlError
 from llmctl.gpu import GpuInfo, GpuProcess, Inventory
-from llmctl.vram import process_state, wait_memory_back
+from llmctl.procs import process_state
+from llmctl.vram import wait_memory_back
 
 GiB = 1024**3
 

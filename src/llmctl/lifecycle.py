@@ -10,7 +10,8 @@ with the unit's state and its last journal lines.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from llmctl import procs, systemd, transaction
@@ -40,6 +41,8 @@ from llmctl.state import applied_config_file, record_applied
 
 Progress = Callable[[StackUnit, str, float], None]
 JOURNAL_LINES = 20
+# With a start job to wake the wait, look at the unit only this often (for progress lines).
+JOB_PROGRESS_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,44 @@ def wait_serving(
     progress: Progress | None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    job: systemd.StartJob | None = None,
 ) -> float:
-    """Wait until systemd says active (its readiness gate passed) and a probe says ok."""
+    """Wait until systemd says active (its readiness gate passed) and a probe says ok.
+
+    With the unit's start `job` (`systemd.start_job`), the wait wakes the moment the job
+    finishes and looks less often meanwhile (for progress only); the job is closed on return."""
+    try:
+        return _wait_serving(unit, timeout, client, progress, clock, job)
+    finally:
+        if job is not None:
+            job.close()
+
+
+@contextmanager
+def _closing(jobs: dict[str, systemd.StartJob]) -> Iterator[None]:
+    """Close the start jobs nobody waited on (an earlier unit failed): the units carry on."""
+    try:
+        yield
+    finally:
+        for job in jobs.values():
+            job.close()
+
+
+def _pause(job: systemd.StartJob | None, waited: float) -> None:
+    if job is None or job.finished:
+        time.sleep(poll_interval(waited))
+    else:
+        job.wait(max(poll_interval(waited), JOB_PROGRESS_INTERVAL))
+
+
+def _wait_serving(
+    unit: StackUnit,
+    timeout: float,
+    client: object,
+    progress: Progress | None,
+    clock: Callable[[], float],
+    job: systemd.StartJob | None,
+) -> float:
     start = clock()
     seen_activating = False
     while True:
@@ -142,7 +181,7 @@ def wait_serving(
             progress(unit, detail, waited)
         if waited >= timeout:
             raise failure_report(unit, f"not ready after {waited:.0f} s (last probe: {detail})")
-        time.sleep(poll_interval(waited))
+        _pause(job, waited)
 
 
 def _loading_detail(probe: Probe) -> str:
@@ -184,7 +223,8 @@ def converge(
             plan.append((unit, "reloaded"))
         else:
             outcomes.append(UnitOutcome(unit.unit, "unchanged"))
-    with probe_client(5.0) as client:
+    jobs: dict[str, systemd.StartJob] = {}
+    with probe_client(5.0) as client, _closing(jobs):
         # Backends load in parallel; the gateway goes once they serve; the supervisor last.
         backends = [p for p in plan if not p[0].is_gateway and not p[0].is_supervisor]
         gateway = [p for p in plan if p[0].is_gateway]
@@ -198,10 +238,12 @@ def converge(
                     systemd.reload([unit.unit])  # synchronous: the new routes serve when it returns
                     outcomes.append(UnitOutcome(unit.unit, action, time.monotonic() - start))
                     continue
-                (systemd.restart if action == "restarted" else systemd.start)([unit.unit], block=False)
+                jobs[unit.unit] = systemd.start_job(unit.unit, restart=action == "restarted")
             for unit, action in group:
                 if action != "reloaded":
-                    waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
+                    waited = wait_serving(
+                        unit, timeout or unit.start_timeout, client, progress, job=jobs.pop(unit.unit)
+                    )
                     outcomes.append(UnitOutcome(unit.unit, action, waited))
     return outcomes
 
@@ -395,9 +437,11 @@ def restart(
     ):
         recovery.recover_pending(paths, on_message=on_message)
         systemd.reset_failed([u.unit for u in chosen])
-        for unit in chosen:
-            systemd.restart([unit.unit], block=False)
-        for unit in chosen:
-            waited = wait_serving(unit, timeout or unit.start_timeout, client, progress)
-            outcomes.append(UnitOutcome(unit.unit, "restarted", waited))
+        jobs = {unit.unit: systemd.start_job(unit.unit, restart=True) for unit in chosen}
+        with _closing(jobs):
+            for unit in chosen:
+                waited = wait_serving(
+                    unit, timeout or unit.start_timeout, client, progress, job=jobs.pop(unit.unit)
+                )
+                outcomes.append(UnitOutcome(unit.unit, "restarted", waited))
     return outcomes

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl.backends import adapter_for
@@ -25,6 +24,7 @@ from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.backends.gateway import probe_gateway
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
+from llmctl.procs import process_state
 
 if TYPE_CHECKING:
     from llmctl.backends.http import HttpClient
@@ -57,13 +57,7 @@ def probe_once(client: HttpClient, kind: str, url: str, model: str | None) -> Pr
 
 
 def process_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (state Z in /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    # The name in parentheses may contain spaces and ')'; the state follows the last ')'.
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return process_state(pid) == "running"
 
 
 def wait_ready(

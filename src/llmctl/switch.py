@@ -477,9 +477,9 @@ def _apply(
         stack.files.pop(GATEWAY_FILE, None)
         _install(stack, paths)
         systemd.reset_failed([unit.unit])
-        systemd.start([unit.unit], block=False)
+        job = systemd.start_job(unit.unit)
         with probe_client(5.0) as client:
-            wait_serving(unit, timeout or unit.start_timeout, client, progress)
+            wait_serving(unit, timeout or unit.start_timeout, client, progress, job=job)
     intent = transaction.advance(paths.state_dir, intent, "started")
     with phase("verify"):
         _one_token(unit, model_id, timeout=60)

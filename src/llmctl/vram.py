@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl.errors import LlmctlError
+from llmctl.procs import process_state
 
 if TYPE_CHECKING:
     from llmctl.gpu import GpuProcess, GpuSource, Inventory
@@ -80,15 +81,6 @@ def _short(inventory: Inventory, needs: Mapping[int, int]) -> dict[int, int]:
         if free < need:
             out[index] = need - free
     return out
-
-
-def process_state(pid: int, proc_root: Path = Path("/proc")) -> str:
-    """'running', 'zombie' or 'gone' (no such process, while the driver may still list it)."""
-    try:
-        stat = (proc_root / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return "gone"
-    return "zombie" if stat.rpartition(")")[2].split()[:1] == ["Z"] else "running"
 
 
 def _describe(pid: int, proc: GpuProcess, proc_root: Path) -> str:

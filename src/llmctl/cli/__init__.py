@@ -16,8 +16,43 @@ from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_error
 from llmctl.errors import ExitCode, LlmctlError
 
+# Command name -> the module under llmctl.cli that defines it (its `register(group)` adds it).
+# Only the module of the command being run is imported: each costs a few milliseconds, and
+# `llmctl switch` or the readiness gate should not pay for `doctor` or `init`.
+COMMANDS = {
+    **dict.fromkeys(("config", "diff", "render", "validate"), "config_cmds"),
+    **dict.fromkeys(("disable", "down", "enable", "logs", "recover", "restart", "rollback", "status", "up"),
+                    "stack_cmds"),
+    **dict.fromkeys(("events", "reset", "supervise"), "supervisor_cmds"),
+    **dict.fromkeys(("gpus", "plan"), "gpu_cmds"),
+    "doctor": "doctor_cmds",
+    "gateway": "gateway_cmds",
+    "init": "init_cmds",
+    "model": "model_cmds",
+    "runbook": "runbook_cmds",
+    "snapshot": "snapshot_cmds",
+    "switch": "switch_cmds",
+    "wait-ready": "ready_cmd",
+}  # fmt: skip
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used (or listed by --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib  # noqa: PLC0415
+
+            importlib.import_module(f"llmctl.cli.{COMMANDS[cmd_name]}").register(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "--version", prog_name="llmctl")
 @click.option(
     "--config",
@@ -29,34 +64,6 @@ from llmctl.errors import ExitCode, LlmctlError
 def cli(ctx: click.Context, config_option: str | None) -> None:
     """Run local LLM backends and their gateway as systemd user services, from one config."""
     ctx.obj = AppContext(config_option=config_option)
-
-
-def _register() -> None:
-    from llmctl.cli import (  # noqa: PLC0415
-        config_cmds,
-        doctor_cmds,
-        gateway_cmds,
-        gpu_cmds,
-        init_cmds,
-        model_cmds,
-        ready_cmd,
-        runbook_cmds,
-        snapshot_cmds,
-        stack_cmds,
-        supervisor_cmds,
-        switch_cmds,
-    )
-
-    for module in (config_cmds, stack_cmds, gateway_cmds, model_cmds, ready_cmd, snapshot_cmds, runbook_cmds):
-        module.register(cli)
-    gpu_cmds.register(cli)
-    switch_cmds.register(cli)
-    supervisor_cmds.register(cli)
-    doctor_cmds.register(cli)
-    init_cmds.register(cli)
-
-
-_register()
 
 
 def _command_name(args: list[str]) -> str:
