@@ -94,8 +94,8 @@ class StandIn:
     `listen_after` seconds (None: when `listen()` is called): until then a connect is refused,
     which is exactly what a bound-but-not-listening socket does."""
 
-    def __init__(self, listen_after: float | None = 0.0) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+    def __init__(self, listen_after: float | None = 0.0, *, port: int = 0) -> None:
+        self._server = _Server(("127.0.0.1", port), _Handler, bind_and_activate=False)
         self._server.standin = self
         self._server.server_bind()
         self.port: int = self._server.server_address[1]
@@ -172,8 +172,9 @@ class VllmStandIn(StandIn):
         api_key: str | None = None,
         dev_mode: bool = False,
         wake_up_json: bool = False,
+        port: int = 0,
     ) -> None:
-        super().__init__(listen_after=load_time)
+        super().__init__(listen_after=load_time, port=port)
         self.served_name, self.root, self.max_model_len = served_name, root, max_model_len
         self.api_key, self.dev_mode, self.wake_up_json = api_key, dev_mode, wake_up_json
         self.engine_dead = False

@@ -173,15 +173,15 @@ def test_a_server_holding_another_key_is_down_and_says_so() -> None:
 
 
 def test_the_switch_one_token_check_and_the_supervisor_deep_probe_send_the_key() -> None:
-    from llmctl import switch  # noqa: PLC0415
     from llmctl.supervisor import probes  # noqa: PLC0415
     from llmctl.supervisor.plan import BackendPlan  # noqa: PLC0415
+    from llmctl.switch import one_token  # noqa: PLC0415
 
     with VllmStandIn(SERVED) as server:
         server.api_key = _install_keyed(server.port)
         unit = StackUnit("vllm", "llmctl-vllm.service", "vllm", "127.0.0.1", server.port, SERVED, (SERVED,),
                          1200, "/opt/vllm/bin/vllm", None)  # fmt: skip
-        switch._one_token(unit, SERVED, timeout=2)  # raises on anything but 200
+        one_token(unit, SERVED, timeout=2)  # raises on anything but 200
         plan = BackendPlan("vllm", "llmctl-vllm.service", "vllm", server.url, SERVED)
         with probes.client() as http:
             deep = probes.deep(http, plan, 2.0)

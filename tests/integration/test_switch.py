@@ -17,31 +17,10 @@ import pytest
 import yaml
 
 from llmctl.smoke_model import SmokeShape, write_smoke_model
+from tests.integration.broken_models import write_missing_tensor_gguf
 from tests.integration.conftest import Provisioned, UserManager
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
-
-
-def write_missing_tensor_gguf(source: Path, target: Path) -> Path:
-    """A GGUF whose header reads fine but which llama.cpp cannot load (a tensor is missing):
-    the kind of file that gets past every check before the server tries it."""
-    import gguf  # noqa: PLC0415
-
-    reader = gguf.GGUFReader(str(source))
-    writer = gguf.GGUFWriter(str(target), "llama")
-    for item in reader.fields.values():
-        if item.name.startswith("GGUF.") or item.name == "general.architecture":
-            continue
-        sub = item.types[-1] if item.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(item.name, item.contents(), item.types[0], sub)
-    for tensor in reader.tensors:
-        if tensor.name != "output_norm.weight":
-            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return target
 
 
 class SwitchStack:

@@ -1,0 +1,196 @@
+"""`llmctl switch MODEL`: change the model a backend serves, as a transaction.
+
+The order is what keeps every answer honest: llama.cpp servers answer a request for *any*
+model name with whatever they have loaded, so
+
+1. check: the model file and its GGUF header are read before anything is touched;
+2. plan: the memory estimate must fit after the allowed evictions, or nothing happens;
+3. routes out: the gateway stops routing the old model id to this backend (a request for it
+   gets its fallback or a clear error) before the backend changes;
+4. stop: the old server stops; its processes must be gone and its port free, and with a GPU
+   plan (phase gpu-free) NVML must list none of them and show the memory the new model needs
+   free, or the switch fails naming what still holds it (llmctl.vram);
+5. start: the unit is rendered with the new model, started, and must list it;
+6. verify: a one-token completion must succeed;
+7. routes in: only now does the gateway route the new model id here.
+
+Switching a vLLM in sleep mode to the model it already holds, while it sleeps, wakes it up
+instead (plan, evict, wake, verify: no restart). Ollama loads models in place. Both are in
+`in_place`; the evictions and the wait for memory are in `room`.
+
+Any failure restores the snapshot taken first (units, gateway routes, the serving record) and
+waits until the old model serves again. Each phase is timed; the timings are printed and
+appended to switch-history.jsonl (for status and the supervisor's metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from llmctl import procs, snapshots, systemd, transaction
+from llmctl.backends import adapter_for
+from llmctl.backends.base import probe_client
+from llmctl.config.load import LoadedConfig
+from llmctl.errors import LlmctlError
+from llmctl.lifecycle import Progress, wait_serving
+from llmctl.lock import state_lock
+from llmctl.paths import Paths
+from llmctl.render.units import GATEWAY_FILE, RenderOptions, render_stack
+from llmctl.stack import stack_units
+from llmctl.state import effective_serving, load_serving, save_serving
+from llmctl.switch.in_place import load_into_ollama, switch_ollama, vllm_asleep, wake_vllm
+from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
+from llmctl.switch.steps import (
+    HISTORY_FILE,
+    Phases,
+    SwitchResult,
+    all_serving,
+    check_model_file,
+    install,
+    one_token,
+    record_history,
+    refuse_if_unfit,
+    resolve,
+    set_routes,
+    wait_stopped,
+)
+
+if TYPE_CHECKING:
+    from llmctl.gpu import GpuSource
+    from llmctl.planner import Plan
+
+__all__ = [
+    "HISTORY_FILE", "Evicted", "SwitchResult", "check_model_file", "evict", "load_into_ollama", "one_token",
+    "record_history", "refuse_if_unfit", "resolve", "switch",
+]  # fmt: skip
+
+
+def switch(
+    loaded: LoadedConfig,
+    paths: Paths,
+    model_id: str,
+    *,
+    render_options: Callable[[dict[str, str]], RenderOptions],
+    backend: str | None = None,
+    timeout: float | None = None,
+    wait_lock: bool = True,
+    progress: Progress | None = None,
+    on_phase: Callable[[str, float], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+    plan_fn: Callable[[dict[str, str]], Plan] | None = None,
+    gpu_source: GpuSource | None = None,
+) -> SwitchResult:
+    """plan_fn(serving) returns the memory plan (the CLI builds it from NVML or a described
+    inventory); without one, nothing is planned (tests of the transaction alone). With a GPU
+    plan and `gpu_source`, every stop is followed by a wait until the memory is back."""
+    from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
+
+    systemd.require_manager()
+    name = resolve(loaded, model_id, backend)
+    kind_adapter = adapter_for(loaded.config.backends[name].kind)
+    if kind_adapter.serves_many:
+        return switch_ollama(
+            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, plan_fn, gpu_source
+        )
+    with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
+        recovery.recover_pending(paths, on_message=on_message)
+        serving = effective_serving(loaded.config, load_serving(paths.state_dir))
+        old = serving.get(name) or getattr(loaded.config.backends[name], "model", None)
+        result = SwitchResult(backend=name, old=old, new=model_id)
+        phase = Phases(result, on_phase)
+        with phase("check"):
+            check_model_file(loaded, model_id)
+        plan = None
+        if plan_fn is not None:
+            with phase("plan"):
+                plan = plan_fn(serving)
+            refuse_if_unfit(plan)
+        unit_state = systemd.show([f"llmctl-{name}.service"]).get(f"llmctl-{name}.service")
+        if old == model_id and unit_state is not None and unit_state.active_state == "active":
+            if vllm_asleep(loaded, name):
+                return wake_vllm(loaded, paths, name, result, phase, plan, gpu_source, timeout)
+            result.unchanged = True
+            return result
+        snapshot = snapshots.take(
+            paths, loaded.path, reason=f"before switch {name} to {model_id}", command="switch",
+            keep=loaded.config.snapshots.keep,
+        )  # fmt: skip
+        result.snapshot = snapshot.id
+        intent = transaction.begin(paths.state_dir, "switch", snapshot.id, (f"llmctl-{name}.service",))
+        evicted = Evicted()
+        waiter = memory_waiter(plan, gpu_source, name)
+
+        def memory_back(pids: list[int]) -> None:
+            if waiter is not None:
+                waiter(pids + evicted.pids)
+
+        try:
+            if plan is not None and plan.evictions:
+                with phase("evict"):
+                    evict(plan, name, paths, evicted)
+            _apply(
+                loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress,
+                memory_back if waiter is not None else None,
+            )  # fmt: skip
+        except (LlmctlError, KeyboardInterrupt) as failure:
+            record_history(paths, result, ok=False)
+            error = recovery.roll_back_after(
+                paths,
+                snapshot.id,
+                failure,
+                also=(f"llmctl-{name}.service", *evicted.stopped),
+                on_message=on_message,
+                note=f"{old} serves again" if old else "",
+            )
+            error.details.extend(wake_again(evicted, paths))
+            raise error from None
+        transaction.finish(paths.state_dir)
+        record_history(paths, result, ok=True)
+    return result
+
+
+def _apply(
+    loaded: LoadedConfig,
+    paths: Paths,
+    name: str,
+    model_id: str,
+    serving: dict[str, str],
+    phase: Phases,
+    intent: transaction.Intent,
+    render_options: Callable[[dict[str, str]], RenderOptions],
+    timeout: float | None,
+    progress: Progress | None,
+    memory_back: Callable[[list[int]], None] | None,
+) -> None:
+    """Phases 3 to 7 (see the module docstring); raises on the first failure."""
+    with phase("routes-out"):
+        others = {k: v for k, v in all_serving(loaded, serving).items() if k != name}
+        set_routes(loaded, paths, others)
+    intent = transaction.advance(paths.state_dir, intent, "routes-out")
+    unit = next(u for u in stack_units(loaded.config, {**serving, name: model_id}) if u.name == name)
+    with phase("stop"):
+        state = systemd.show([unit.unit]).get(unit.unit)
+        pids = procs.cgroup_pids(state.control_group) if state and state.running else []
+        systemd.stop([unit.unit])
+        wait_stopped(unit, pids)
+    if memory_back is not None:
+        with phase("gpu-free"):
+            memory_back(pids)
+    intent = transaction.advance(paths.state_dir, intent, "stopped")
+    new_serving = {**serving, name: model_id}
+    with phase("start"):
+        save_serving(paths.state_dir, new_serving)
+        stack = render_stack(loaded.config, render_options(new_serving))
+        # The gateway file is left as it is (old route out) until the model is verified.
+        stack.files.pop(GATEWAY_FILE, None)
+        install(stack, paths)
+        systemd.reset_failed([unit.unit])
+        job = systemd.start_job(unit.unit)
+        with probe_client(5.0) as client:
+            wait_serving(unit, timeout or unit.start_timeout, client, progress, job=job)
+    intent = transaction.advance(paths.state_dir, intent, "started")
+    with phase("verify"):
+        one_token(unit, model_id, timeout=60)
+    with phase("routes-in"):
+        set_routes(loaded, paths, all_serving(loaded, new_serving))
