@@ -116,14 +116,45 @@ def stack(
     subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
 
 
-def test_switch_moves_the_route_with_the_model(stack: SwitchStack) -> None:
+def bridge_gone(user_manager: UserManager) -> bool:
+    state = subprocess.run(
+        ["systemctl", "--user", "show", "-p", "LoadState,ActiveState", "llmctl-native-bridge.service"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    file_gone = not (user_manager.unit_dir / "llmctl-native-bridge.service").exists()
+    return file_gone and "ActiveState=inactive" in state and "LoadState=not-found" in state
+
+
+def test_switch_moves_the_route_with_the_model(stack: SwitchStack, user_manager: UserManager) -> None:
+    """Room for two copies (CPU, tiny models) and a gateway: the new model starts in a bridge
+    unit beside the old one, is routed there, then moves into the unit; requests for it never
+    fail once they first succeed."""
     assert stack.native_serves() == ["alpha"]
     assert stack.chat("alpha").status_code == 200
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def ask_for_beta() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                answers.append(stack.chat("beta", client).status_code)
+                time.sleep(0.05)
+
+    asker = threading.Thread(target=ask_for_beta)
+    asker.start()
     result = stack.run("switch", "beta")
+    time.sleep(0.5)
+    stop.set()
+    asker.join(timeout=70)
     assert result.returncode == 0, result.stderr
-    for phase in ("check", "routes-out", "stop", "start", "verify", "routes-in"):
-        assert f"  {phase}" in result.stdout
+    phases = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert phases == [
+        "check", "plan", "bridge", "routes-bridge", "stop", "start", "verify", "routes-in", "bridge-stop",
+    ]  # fmt: skip
     assert "native: alpha -> beta" in result.stdout
+    first_ok = answers.index(200)
+    assert set(answers[first_ok:]) == {200}, f"beta failed after it first answered: {answers}"
+    assert bridge_gone(user_manager)
     assert stack.native_serves() == ["beta"]
     assert stack.chat("beta").status_code == 200
     # The old id is no longer routed here: a clear error, never beta's answer.
@@ -139,13 +170,45 @@ def test_switch_moves_the_route_with_the_model(stack: SwitchStack) -> None:
     assert (last["backend"], last["from"], last["to"], last["ok"]) == ("native", "alpha", "beta", True)
 
 
-def test_a_model_that_fails_to_load_is_rolled_back(stack: SwitchStack) -> None:
+def test_a_model_that_fails_to_load_never_stops_the_old_one(
+    stack: SwitchStack, user_manager: UserManager
+) -> None:
+    """It fails in the bridge, beside the old server, which keeps serving throughout."""
     before = stack.native_serves()
+    pid = stack.native_pid()
     result = stack.run("switch", "broken")
     assert result.returncode == 1
-    assert "native did not become ready" in result.stderr
+    assert "native-bridge did not become ready" in result.stderr
     assert "rolled back to snapshot" in result.stderr and f"{before[0]} serves again" in result.stderr
     assert "tensor 'output_norm.weight' not found" in result.stderr  # the journal says why
+    assert stack.native_serves() == before
+    assert stack.native_pid() == pid
+    assert stack.chat(before[0]).status_code == 200
+    assert bridge_gone(user_manager)
+
+
+def test_a_switch_killed_while_its_bridge_serves_is_recovered(
+    stack: SwitchStack, user_manager: UserManager
+) -> None:
+    from llmctl.transaction import PAUSE_VARIABLE  # noqa: PLC0415
+
+    before = stack.native_serves()
+    target = "alpha" if before == ["beta"] else "beta"
+    process = subprocess.Popen(
+        [*LLMCTL, "--config", str(stack.config), "switch", target],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, PAUSE_VARIABLE: "routes-bridge"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = ""
+    while "paused at routes-bridge" not in line:
+        line = process.stderr.readline()
+        assert line, "switch ended without pausing"
+    assert not bridge_gone(user_manager)  # the bridge serves the new model now
+    process.kill()
+    process.wait()
+    recovered = stack.run("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert bridge_gone(user_manager)
     assert stack.native_serves() == before
     assert stack.chat(before[0]).status_code == 200
 

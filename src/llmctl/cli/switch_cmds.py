@@ -72,7 +72,7 @@ def switch(
     def on_phase(name: str, seconds: float) -> None:
         if not as_json:
             printer.done()
-            click.echo(f"  {name:11} {seconds:6.2f}s")
+            click.echo(f"  {name:13} {seconds:6.2f}s")
 
     try:
         result = run_switch(

@@ -8,6 +8,7 @@ not routed gets LiteLLM's clear "invalid model name" error instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -36,7 +37,10 @@ def routed_models(config: Config, serving: dict[str, str]) -> list[str]:
     return out
 
 
-def gateway_config(config: Config, serving: dict[str, str]) -> dict[str, Any]:
+def gateway_config(
+    config: Config, serving: dict[str, str], addresses: Mapping[str, tuple[str, int]] | None = None
+) -> dict[str, Any]:
+    """`addresses` sends a backend's routes to another host and port (a switch's bridge)."""
     routed = routed_models(config, serving)
     model_list: list[dict[str, Any]] = []
     for model_id in routed:
@@ -50,6 +54,9 @@ def gateway_config(config: Config, serving: dict[str, str]) -> dict[str, Any]:
         else:
             assert model.backend is not None
             backend = config.backends[model.backend]
+            if addresses and model.backend in addresses:
+                host, port = addresses[model.backend]
+                backend = backend.model_copy(update={"host": host, "port": port})
             params = adapter_for(backend.kind).litellm_params(backend, model_id, model)
             if getattr(backend, "api_key", False):
                 # The unit's EnvironmentFile= gives the gateway this backend's key file.
@@ -84,8 +91,10 @@ def gateway_config(config: Config, serving: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def render_gateway_config(config: Config, serving: dict[str, str]) -> str:
+def render_gateway_config(
+    config: Config, serving: dict[str, str], addresses: Mapping[str, tuple[str, int]] | None = None
+) -> str:
     body = yaml.safe_dump(
-        gateway_config(config, serving), sort_keys=False, default_flow_style=False, width=100
+        gateway_config(config, serving, addresses), sort_keys=False, default_flow_style=False, width=100
     )
     return HEADER + body

@@ -144,7 +144,23 @@ def _ready_gate(options: RenderOptions, kind: str, url: str, model: str | None, 
     return escape.exec_line(argv)
 
 
-def _render_backend(config: Config, name: str, backend: AnyBackend, options: RenderOptions) -> str:
+def render_bridge(config: Config, name: str, port: int, options: RenderOptions) -> tuple[str, str]:
+    """(unit name, unit file) of a temporary second server for backend `name`, on 127.0.0.1:port,
+    serving what `options.serving` says for it: `llmctl switch` starts it beside the old model
+    (llmctl.switch.beside). Same command line, environment, key file and readiness gate."""
+    backend = config.backends[name].model_copy(update={"host": "127.0.0.1", "port": port})
+    unit = bridge_unit(name)
+    return unit, _render_backend(config, name, backend, options, unit=unit)
+
+
+def bridge_unit(backend: str) -> str:
+    return f"llmctl-{backend}-bridge.service"
+
+
+def _render_backend(
+    config: Config, name: str, backend: AnyBackend, options: RenderOptions, *, unit: str | None = None
+) -> str:
+    unit = unit or unit_name(name)
     adapter = adapter_for(backend.kind)
     model_id = serving_model(config, name, options)
     model = config.models.get(model_id) if model_id else None
@@ -161,8 +177,8 @@ def _render_backend(config: Config, name: str, backend: AnyBackend, options: Ren
     return _render(
         "backend.service.j2",
         options,
-        unit=unit_name(name),
-        syslog_identifier=syslog_identifier(unit_name(name)),
+        unit=unit,
+        syslog_identifier=syslog_identifier(unit),
         description=escape.plain_value(description),
         exec_start=escape.exec_line(launch.argv),
         environment=[escape.env_assignment(k, v) for k, v in environment.items()],

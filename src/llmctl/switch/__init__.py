@@ -14,6 +14,11 @@ model name with whatever they have loaded, so
 6. verify: a one-token completion must succeed;
 7. routes in: only now does the gateway route the new model id here.
 
+When the gateway routes the models and the memory holds two copies of the new model beside
+the old one, the new model starts first in a bridge unit and is routed there before the old
+one stops (`beside`): no gap for the new model, and a model that fails to load never stopped
+the old one.
+
 Switching a vLLM in sleep mode to the model it already holds, while it sleeps, wakes it up
 instead (plan, evict, wake, verify: no restart). Ollama loads models in place. Both are in
 `in_place`; the evictions and the wait for memory are in `room`.
@@ -39,6 +44,7 @@ from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, RenderOptions, render_stack
 from llmctl.stack import stack_units
 from llmctl.state import effective_serving, load_serving, save_serving
+from llmctl.switch.beside import bridge_fits, start_bridge, stop_bridge
 from llmctl.switch.in_place import load_into_ollama, switch_ollama, vllm_asleep, wake_vllm
 from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
 from llmctl.switch.steps import (
@@ -131,7 +137,7 @@ def switch(
                     evict(plan, name, paths, evicted)
             _apply(
                 loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress,
-                memory_back if waiter is not None else None,
+                memory_back if waiter is not None else None, bridge_fits(loaded, plan, name),
             )  # fmt: skip
         except (LlmctlError, KeyboardInterrupt) as failure:
             record_history(paths, result, ok=False)
@@ -162,13 +168,27 @@ def _apply(
     timeout: float | None,
     progress: Progress | None,
     memory_back: Callable[[list[int]], None] | None,
+    beside: bool,
 ) -> None:
-    """Phases 3 to 7 (see the module docstring); raises on the first failure."""
-    with phase("routes-out"):
-        others = {k: v for k, v in all_serving(loaded, serving).items() if k != name}
-        set_routes(loaded, paths, others)
-    intent = transaction.advance(paths.state_dir, intent, "routes-out")
-    unit = next(u for u in stack_units(loaded.config, {**serving, name: model_id}) if u.name == name)
+    """Phases 3 to 7 (see the module docstring); raises on the first failure. With `beside`,
+    the new model first serves from a bridge unit (phases bridge, routes-bridge; see beside.py)."""
+    new_serving = {**serving, name: model_id}
+    unit = next(u for u in stack_units(loaded.config, new_serving) if u.name == name)
+    bridge = None
+    if beside:
+        with phase("bridge"):
+            bridge = start_bridge(
+                loaded, paths, unit, model_id, render_options(new_serving), timeout, progress
+            )
+        intent = transaction.advance(paths.state_dir, intent, "bridge")
+        with phase("routes-bridge"):
+            set_routes(loaded, paths, all_serving(loaded, new_serving), {name: bridge.address})
+        intent = transaction.advance(paths.state_dir, intent, "routes-bridge")
+    else:
+        with phase("routes-out"):
+            others = {k: v for k, v in all_serving(loaded, serving).items() if k != name}
+            set_routes(loaded, paths, others)
+        intent = transaction.advance(paths.state_dir, intent, "routes-out")
     with phase("stop"):
         state = systemd.show([unit.unit]).get(unit.unit)
         pids = procs.cgroup_pids(state.control_group) if state and state.running else []
@@ -178,12 +198,13 @@ def _apply(
         with phase("gpu-free"):
             memory_back(pids)
     intent = transaction.advance(paths.state_dir, intent, "stopped")
-    new_serving = {**serving, name: model_id}
     with phase("start"):
         save_serving(paths.state_dir, new_serving)
         stack = render_stack(loaded.config, render_options(new_serving))
         # The gateway file is left as it is (old route out) until the model is verified.
         stack.files.pop(GATEWAY_FILE, None)
+        if bridge is not None:
+            stack.files[bridge.file] = bridge.text  # installed until the unit serves in its place
         install(stack, paths)
         systemd.reset_failed([unit.unit])
         job = systemd.start_job(unit.unit)
@@ -194,3 +215,6 @@ def _apply(
         one_token(unit, model_id, timeout=60)
     with phase("routes-in"):
         set_routes(loaded, paths, all_serving(loaded, new_serving))
+    if bridge is not None:
+        with phase("bridge-stop"):
+            stop_bridge(bridge, paths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,11 +143,17 @@ def gateway_running() -> bool:
     return state is not None and state.active_state == "active"
 
 
-def set_routes(loaded: LoadedConfig, paths: Paths, serving: dict[str, str]) -> None:
-    """Write gateway.yaml for `serving` and, when the gateway runs, reload it (no request lost)."""
+def set_routes(
+    loaded: LoadedConfig,
+    paths: Paths,
+    serving: dict[str, str],
+    addresses: Mapping[str, tuple[str, int]] | None = None,
+) -> None:
+    """Write gateway.yaml for `serving` and, when the gateway runs, reload it (no request lost).
+    `addresses` routes a backend's models to another address (the switch's bridge)."""
     if not loaded.config.gateway.enabled:
         return
-    text = render_gateway_config(loaded.config, serving)
+    text = render_gateway_config(loaded.config, serving, addresses)
     target = paths.config_home / GATEWAY_FILE
     if target.is_file() and target.read_text(encoding="utf-8") == text:
         return
