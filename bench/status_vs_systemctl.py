@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from abtime import compare  # noqa: E402
+from abtime import compare
 
 BACKENDS = 6
 
@@ -37,12 +37,20 @@ def main() -> int:
     llmctl = [sys.executable, "-m", "llmctl"]
     subprocess.run([*llmctl, "model", "smoke", str(model)], check=True, stdout=subprocess.DEVNULL)
     backends = {
-        f"b{i}": {"kind": "llama-server", "command": llama_server, "port": free_port(), "model": f"m{i}", "gpus": []}
+        f"b{i}": {
+            "kind": "llama-server",
+            "command": llama_server,
+            "port": free_port(),
+            "model": f"m{i}",
+            "gpus": [],
+        }
         for i in range(BACKENDS)
     }
     models = {f"m{i}": {"backend": f"b{i}", "source": str(model), "context": 256} for i in range(BACKENDS)}
     config = work / "llmctl.yaml"
-    config.write_text(yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}}))
+    config.write_text(
+        yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}})
+    )
     base = [*llmctl, "--config", str(config)]
     subprocess.run([*base, "up"], check=True, stdout=subprocess.DEVNULL)
     try:

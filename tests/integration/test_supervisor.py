@@ -189,12 +189,14 @@ def test_a_killed_server_is_left_to_systemd(stack: Stack) -> None:
 
 
 WRAPPER = """#!/bin/sh
-# llama-server that freezes a second after it starts serving: it fails every start.
+# llama-server that freezes soon after it starts serving: it fails every start. Three seconds:
+# the unit's readiness gate must see it ready first, even on a loaded machine (else the unit
+# stays "activating" and the supervisor waits out the start budget instead of backing off).
 "{real}" "$@" &
 child=$!
 trap 'kill -CONT $child; kill -TERM $child; wait $child; exit 0' TERM
 while ! curl -sf "http://127.0.0.1:{port}/health" >/dev/null 2>&1; do sleep 0.05; done
-sleep 1
+sleep 3
 kill -STOP $child
 wait $child
 """
