@@ -98,12 +98,16 @@ def failure_report(unit: StackUnit, why: str) -> LlmctlError:
     if lines:
         details.append(f"last {len(lines)} journal lines:")
         details.extend(f"  {line}" for line in lines)
-    hint = f"llmctl logs {unit.name}; systemctl --user status {unit.unit}"
+    # A switch's bridge unit (llmctl-NAME-bridge.service) is backend NAME's server too.
+    backend = unit.name.removesuffix("-bridge") if unit.unit.endswith("-bridge.service") else unit.name
+    hint = f"journalctl --user-unit {unit.unit}; systemctl --user status {unit.unit}"
+    if backend == unit.name:
+        hint = f"llmctl logs {unit.name}; systemctl --user status {unit.unit}"
     matches = match_lines(lines)
     if matches:
         known = matches[0].signature
         details.append(f"recognised: {known.summary} ({matches[0].line})")
-        hint = f"llmctl runbook {known.runbook} --backend {unit.name}"
+        hint = f"llmctl runbook {known.runbook} --backend {backend}"
     return LlmctlError(f"{unit.name} did not become ready: {why}", details=details, hint=hint)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -179,7 +180,8 @@ def test_a_model_that_fails_to_load_never_stops_the_old_one(
     result = stack.run("switch", "broken")
     assert result.returncode == 1
     assert "native-bridge did not become ready" in result.stderr
-    assert "rolled back to snapshot" in result.stderr and f"{before[0]} serves again" in result.stderr
+    assert "rolled back to snapshot" in result.stderr and f"{before[0]} never stopped" in result.stderr
+    assert re.search(r"llmctl runbook backend-does-not-start --backend native$", result.stderr, re.M)
     assert "tensor 'output_norm.weight' not found" in result.stderr  # the journal says why
     assert stack.native_serves() == before
     assert stack.native_pid() == pid

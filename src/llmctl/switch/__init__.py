@@ -147,7 +147,7 @@ def switch(
                 failure,
                 also=(f"llmctl-{name}.service", *evicted.stopped),
                 on_message=on_message,
-                note=f"{old} serves again" if old else "",
+                note=_still_serving(old, result),
             )
             error.details.extend(wake_again(evicted, paths))
             raise error from None
@@ -218,3 +218,11 @@ def _apply(
     if bridge is not None:
         with phase("bridge-stop"):
             stop_bridge(bridge, paths)
+
+
+def _still_serving(old: str | None, result: SwitchResult) -> str:
+    if not old:
+        return ""
+    if "stop" not in result.entered:
+        return f"{old} never stopped"  # the failure came first (in the bridge, or the evictions)
+    return f"{old} serves again"

@@ -35,7 +35,8 @@ class SwitchResult:
     backend: str
     old: str | None
     new: str
-    phases: list[tuple[str, float]] = field(default_factory=list)
+    phases: list[tuple[str, float]] = field(default_factory=list)  # the phases that finished
+    entered: list[str] = field(default_factory=list)  # every phase begun, finished or not
     snapshot: str | None = None
     unchanged: bool = False
 
@@ -52,6 +53,7 @@ class Phases:
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         start = time.monotonic()
+        self.result.entered.append(name)
         yield
         took = time.monotonic() - start
         self.result.phases.append((name, took))
