@@ -39,9 +39,9 @@ class AppContext:
 
     def serving(self, loaded: LoadedConfig) -> dict[str, str]:
         """Models the backends serve now where `switch` changed them (state.json)."""
-        from llmctl.state import effective_serving, load_serving  # noqa: PLC0415
+        from llmctl.state import serving_now  # noqa: PLC0415
 
-        return effective_serving(loaded.config, load_serving(self.paths.state_dir))
+        return serving_now(loaded.config, self.paths.state_dir)
 
     def render(self, loaded: LoadedConfig) -> RenderedStack:
         from llmctl.render.units import render_stack  # noqa: PLC0415

@@ -41,12 +41,12 @@ def supervise(app: AppContext, state_dir: Path | None, print_plan: bool) -> int:
 
 def _plan_json(app: AppContext, state_dir: Path) -> str:
     from llmctl.config.load import load_config  # noqa: PLC0415
-    from llmctl.state import applied_config_file, effective_serving, load_serving  # noqa: PLC0415
+    from llmctl.state import applied_config_file, serving_now  # noqa: PLC0415
     from llmctl.supervisor.plan import build_plan  # noqa: PLC0415
 
     applied = applied_config_file(state_dir)
     loaded = load_config(applied if applied.is_file() else app.config_path)
-    serving = effective_serving(loaded.config, load_serving(state_dir))
+    serving = serving_now(loaded.config, state_dir)
     return build_plan(loaded.config, serving).to_json()
 
 

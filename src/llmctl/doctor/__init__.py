@@ -157,10 +157,10 @@ def run(paths: Paths, config_path: Path, probes: Probes | None = None) -> list[C
     serving: dict[str, str] = {}
     config = loaded.config if loaded is not None else None
     if loaded is not None:
-        from llmctl.state import effective_serving, load_serving  # noqa: PLC0415
+        from llmctl.state import serving_now  # noqa: PLC0415
 
         with contextlib.suppress(LlmctlError):
-            serving = effective_serving(loaded.config, load_serving(paths.state_dir))
+            serving = serving_now(loaded.config, paths.state_dir)
         checks.append(_units_in_step(loaded, paths, serving, probes if reachable else None, unit_files))
         from llmctl.stack import stack_units  # noqa: PLC0415
 

@@ -43,7 +43,7 @@ from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, RenderOptions, render_stack
 from llmctl.stack import stack_units
-from llmctl.state import effective_serving, load_serving, save_serving
+from llmctl.state import record_switch, serving_now
 from llmctl.switch.beside import bridge_fits, start_bridge, stop_bridge
 from llmctl.switch.in_place import load_into_ollama, switch_ollama, vllm_asleep, wake_vllm
 from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
@@ -101,7 +101,7 @@ def switch(
         )
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
-        serving = effective_serving(loaded.config, load_serving(paths.state_dir))
+        serving = serving_now(loaded.config, paths.state_dir)
         old = serving.get(name) or getattr(loaded.config.backends[name], "model", None)
         result = SwitchResult(backend=name, old=old, new=model_id)
         phase = Phases(result, on_phase)
@@ -199,7 +199,7 @@ def _apply(
             memory_back(pids)
     intent = transaction.advance(paths.state_dir, intent, "stopped")
     with phase("start"):
-        save_serving(paths.state_dir, new_serving)
+        record_switch(loaded.config, paths.state_dir, new_serving)
         stack = render_stack(loaded.config, render_options(new_serving))
         # The gateway file is left as it is (old route out) until the model is verified.
         stack.files.pop(GATEWAY_FILE, None)

@@ -14,7 +14,7 @@ from llmctl.errors import LlmctlError
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.stack import stack_units
-from llmctl.state import effective_serving, load_serving
+from llmctl.state import serving_now
 from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
 from llmctl.switch.steps import Phases, SwitchResult, one_token, record_history, refuse_if_unfit
 
@@ -66,7 +66,7 @@ def switch_ollama(
         plan = None
         if plan_fn is not None:
             with phase("plan"):
-                plan = plan_fn(effective_serving(loaded.config, load_serving(paths.state_dir)))
+                plan = plan_fn(serving_now(loaded.config, paths.state_dir))
             refuse_if_unfit(plan)
         unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
         evicted = Evicted()
