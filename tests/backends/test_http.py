@@ -148,3 +148,25 @@ def test_no_key_no_header(server: Server) -> None:
         response = client.get(f"{server.url}/health")
     assert "authorization" not in response.request.headers
     assert "Authorization" not in server.seen[0][2]
+
+
+def test_threads_may_share_one_client(server: Server) -> None:
+    """status probes every unit at once through one client: answers must not cross."""
+    other = Server()
+    thread = threading.Thread(target=other.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        with LoopbackClient(5.0) as client:
+
+            def ask(i: int) -> tuple[str, Any]:
+                base = server.url if i % 2 else other.url
+                return f"/p{i}", client.get(f"{base}/p{i}").json()["path"]
+
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(pool.map(ask, range(200)))
+        assert all(sent == answered for sent, answered in results)
+    finally:
+        other.shutdown()
+        other.server_close()

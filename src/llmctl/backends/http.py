@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -124,12 +125,15 @@ class KeyRing:
 
 
 class LoopbackClient:
-    """Plain-HTTP client with one kept-alive connection per server. Not thread-safe."""
+    """Plain-HTTP client with one kept-alive connection per server. Threads may share it
+    (`status` probes every unit at once): requests to one server take turns on its connection."""
 
     def __init__(self, timeout: float, *, keys: KeyRing | None = None) -> None:
         self.timeout = timeout
         self.keys = keys
         self._connections: dict[Origin, http.client.HTTPConnection] = {}
+        self._turns: dict[Origin, threading.Lock] = {}
+        self._guard = threading.Lock()  # for the two dicts
 
     def __enter__(self) -> LoopbackClient:
         return self
@@ -138,9 +142,10 @@ class LoopbackClient:
         self.close()
 
     def close(self) -> None:
-        for connection in self._connections.values():
+        with self._guard:
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
             connection.close()
-        self._connections.clear()
 
     def get(
         self, url: str, *, params: Mapping[str, Any] | None = None, timeout: float | None = None
@@ -194,6 +199,21 @@ class LoopbackClient:
         if parts.query:
             target += f"?{parts.query}"
         where = origin(url)
+        with self._guard:
+            turn = self._turns.setdefault(where, threading.Lock())
+        with turn:
+            return self._exchange(where, method, target, body, headers, timeout, url)
+
+    def _exchange(
+        self,
+        where: Origin,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float | None,
+        url: str,
+    ) -> Response:
         for attempt in (1, 2):
             reused = where in self._connections
             connection = self._connection(where, timeout)
@@ -223,17 +243,19 @@ class LoopbackClient:
 
     def _connection(self, where: Origin, timeout: float | None) -> http.client.HTTPConnection:
         wait = self.timeout if timeout is None else timeout
-        connection = self._connections.get(where)
-        if connection is None:
-            connection = http.client.HTTPConnection(where[1], where[2], timeout=wait)
-            self._connections[where] = connection
+        with self._guard:
+            connection = self._connections.get(where)
+            if connection is None:
+                connection = http.client.HTTPConnection(where[1], where[2], timeout=wait)
+                self._connections[where] = connection
         connection.timeout = wait
         if connection.sock is not None:
             connection.sock.settimeout(wait)
         return connection
 
     def _drop(self, where: Origin) -> None:
-        connection = self._connections.pop(where, None)
+        with self._guard:
+            connection = self._connections.pop(where, None)
         if connection is not None:
             connection.close()
 
