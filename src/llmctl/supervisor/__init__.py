@@ -9,9 +9,11 @@ it opens a circuit breaker and waits for `llmctl reset NAME`; and it does not re
 a failure a restart cannot fix (a missing model file, out of memory on load).
 
 Modules: `plan` (settings, resolved), `engine` (the decisions, pure, with a fake clock in
-tests), `probes` (HTTP), `store` (supervisor.json: backoff, breaker, restart history),
-`events` (events.jsonl + the journal), `metrics` (Prometheus), `runtime` (the loop, threads,
-sd_notify).
+tests: the round itself; `judge` says what a probe result means, `restarts` keeps backoff,
+breaker and crash history, `tracker` what is known per backend, `reporter` turns decisions
+into events, `actions` the requests the engine hands the runtime), `probes` (HTTP), `store`
+(supervisor.json: backoff, breaker, restart history), `events` (events.jsonl + the journal),
+`metrics` (Prometheus), `runtime` (the loop, threads, sd_notify).
 
 Files under $XDG_STATE_HOME/llmctl/: supervisor.json, events.jsonl, switch-history.jsonl
 (written by `llmctl switch`, read for metrics).
