@@ -60,3 +60,23 @@ def dump(config: dict[str, Any]) -> str:
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(dump(config))
     return path
+
+
+class FakeClock:
+    """A monotonic clock that moves only when something sleeps on it: waits run instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def write_executable(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    path.chmod(0o755)
+    return path

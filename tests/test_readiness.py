@@ -10,17 +10,7 @@ import pytest
 
 from llmctl.errors import LlmctlError
 from llmctl.readiness import wait_ready
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.conftest import FakeClock
 
 
 def llama_server(statuses: list[int]) -> httpx.Client:

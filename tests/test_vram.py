@@ -13,19 +13,9 @@ from llmctl.errors import LlmctlError
 from llmctl.gpu import GpuInfo, GpuProcess, Inventory
 from llmctl.procs import process_state
 from llmctl.vram import wait_memory_back
+from tests.conftest import FakeClock
 
 GiB = 1024**3
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def card(free_gib: float, *procs: GpuProcess, index: int = 0) -> GpuInfo:
@@ -51,7 +41,7 @@ OLD = GpuProcess(pid=4242, used_bytes=10 * GiB, unit="llmctl-native.service")
 
 
 def test_returns_once_the_old_process_is_gone_and_the_memory_free() -> None:
-    clock = Clock()
+    clock = FakeClock()
     source = Scripted(
         (card(4, OLD),),  # stopped, but the driver still lists it
         (card(4),),  # listed no more, memory not yet accounted back
@@ -66,7 +56,7 @@ def test_returns_once_the_old_process_is_gone_and_the_memory_free() -> None:
 
 
 def test_no_wait_when_the_memory_is_already_back() -> None:
-    clock = Clock()
+    clock = FakeClock()
     result = wait_memory_back(
         Scripted((card(20),)), [4242], {0: 12 * GiB}, what="x", clock=clock, sleep=clock.sleep
     )
@@ -74,7 +64,7 @@ def test_no_wait_when_the_memory_is_already_back() -> None:
 
 
 def test_a_stopped_process_still_listed_is_named_after_the_timeout(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(LlmctlError) as caught:
         wait_memory_back(
             Scripted((card(20, OLD),)), [4242], {0: 2 * GiB}, what="after stopping native",
@@ -95,7 +85,7 @@ def test_memory_held_by_someone_else_names_the_holders(tmp_path: Path) -> None:
     (tmp_path / "777" / "stat").write_text("777 (python3) Z 1 777 777 0 -1\n")
     (tmp_path / "777" / "comm").write_text("python3\n")
     stranger = GpuProcess(pid=777, used_bytes=18 * GiB, unit=None)
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(LlmctlError) as caught:
         wait_memory_back(
             Scripted((card(6, stranger),)), [4242], {0: 12 * GiB}, what="after stopping native",
@@ -110,13 +100,13 @@ def test_memory_held_by_someone_else_names_the_holders(tmp_path: Path) -> None:
 
 
 def test_only_the_gpus_the_model_uses_are_checked() -> None:
-    clock = Clock()
+    clock = FakeClock()
     source = Scripted((card(20, index=0), card(1, index=1)))
     assert wait_memory_back(source, [1], {0: 12 * GiB}, what="x", clock=clock, sleep=clock.sleep).polls == 1
 
 
 def test_a_gpu_that_vanished_counts_as_no_free_memory() -> None:
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(LlmctlError, match="not enough GPU memory"):
         wait_memory_back(
             Scripted((card(20, index=0),)), [], {1: GiB}, what="x", timeout=1, clock=clock, sleep=clock.sleep

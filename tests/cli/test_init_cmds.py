@@ -13,7 +13,8 @@ from llmctl.cli import main
 from llmctl.config.load import load_config
 from llmctl.init import Sources
 from llmctl.paths import Paths
-from tests.init.fakes import executable, gguf, no_gpus, no_ollama, venv
+from tests.conftest import write_executable as executable
+from tests.init.fakes import gguf, no_gpus, no_ollama, venv
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

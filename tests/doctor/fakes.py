@@ -11,15 +11,9 @@ from llmctl.config.load import load_config
 from llmctl.doctor import GpuFacts, Probes
 from llmctl.stack import stack_units
 from tests.conftest import minimal_config, write_config
+from tests.conftest import write_executable as executable
 
 GIB = 1024**3
-
-
-def executable(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
-    path.chmod(0o755)
-    return path
 
 
 def gguf(path: Path, size: int = 64) -> Path:

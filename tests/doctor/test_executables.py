@@ -9,7 +9,8 @@ import pytest
 
 from llmctl import doctor
 from llmctl.doctor import executables
-from tests.doctor.fakes import executable, good_config, units_of
+from tests.conftest import write_executable as executable
+from tests.doctor.fakes import good_config, units_of
 
 
 def test_executables(tmp_path: Path) -> None:

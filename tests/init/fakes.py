@@ -11,15 +11,9 @@ import yaml
 
 from llmctl.config.load import parse_config
 from llmctl.init import GpuInfo, Sources
+from tests.conftest import write_executable as executable
 
 GIB = 1024**3
-
-
-def executable(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
-    path.chmod(0o755)
-    return path
 
 
 def venv(root: Path, *, modules: tuple[str, ...] = (), scripts: tuple[str, ...] = ()) -> Path:

@@ -15,7 +15,8 @@ import pytest
 
 from llmctl import init
 from llmctl.init import Sources
-from tests.init.fakes import executable, gguf, machine, no_gpus, venv
+from tests.conftest import write_executable as executable
+from tests.init.fakes import gguf, machine, no_gpus, venv
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from llmctl import init, snapshots
 from llmctl.config.load import load_config
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.paths import Paths
-from tests.init.fakes import executable, gguf, machine, venv
+from tests.conftest import write_executable as executable
+from tests.init.fakes import gguf, machine, venv
 
 CONFIG_A = "version: 1\n"
 CONFIG_B = "version: 1\ngateway:\n  enabled: false\n"

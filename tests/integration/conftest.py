@@ -58,6 +58,14 @@ class UserManager:
     config_home: Path  # XDG_CONFIG_HOME the manager and the tests share
     unit_dir: Path  # $XDG_CONFIG_HOME/systemd/user: where user units are installed (exists)
 
+    def forget_llmctl_units(self) -> None:
+        """After a test's `llmctl down`: remove every llmctl unit file and make the manager
+        forget them (and their failed states), so the next test starts from nothing."""
+        for unit in self.unit_dir.glob("llmctl*"):
+            unit.unlink()
+        subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+
 
 @pytest.fixture(scope="session")
 def user_manager() -> UserManager:

@@ -51,10 +51,7 @@ def stack(
     )
     yield config, native_port, gateway_port
     subprocess.run([*LLMCTL, "--config", str(config), "down"], capture_output=True, check=False)
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
-    subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def llmctl(config: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

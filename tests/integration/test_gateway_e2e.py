@@ -89,9 +89,7 @@ def stack(
     assert up.returncode == 0, up.stderr
     yield the_stack
     the_stack.run("down")
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def test_a_completion_reaches_each_local_model_through_the_gateway(stack: Stack) -> None:

@@ -52,10 +52,7 @@ def llmctl(user_manager: UserManager, tmp_path: Path) -> Iterator[Run]:
             capture_output=True,
             check=False,
         )
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
-    subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 @pytest.fixture

@@ -91,9 +91,7 @@ def stack(
     yield {"port": metrics_port, "root": root}
     run("down")
     history.unlink(missing_ok=True)
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def exposition(port: int) -> str:

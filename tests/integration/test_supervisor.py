@@ -127,10 +127,7 @@ def stack(
         if pid:
             os.kill(pid, signal.SIGCONT)
     the_stack.run("down")
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
-    subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def test_a_frozen_server_is_restarted_and_serves_again(stack: Stack) -> None:

@@ -112,9 +112,7 @@ def stack(
     assert up.returncode == 0, up.stderr
     yield the_stack
     the_stack.run("down")
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def bridge_gone(user_manager: UserManager) -> bool:
@@ -334,9 +332,7 @@ def gpu_stack(user_manager: UserManager, provisioned: Provisioned, tmp_path: Pat
         yield the_stack
     finally:
         the_stack.run("down")
-        for unit in user_manager.unit_dir.glob("llmctl*"):
-            unit.unlink()
-        subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+        user_manager.forget_llmctl_units()
 
 
 def test_a_model_that_cannot_fit_is_refused_before_anything_changes(gpu_stack: GpuStack) -> None:

@@ -102,9 +102,7 @@ def stack(user_manager: UserManager, provisioned: Provisioned, tmp_path: Path) -
         yield the_stack
     finally:
         the_stack.run("down")
-        for unit in user_manager.unit_dir.glob("llmctl*"):
-            unit.unlink()
-        subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
+        user_manager.forget_llmctl_units()
 
 
 def test_switching_to_the_model_a_sleeping_vllm_holds_wakes_it_without_a_restart(stack: Stack) -> None:

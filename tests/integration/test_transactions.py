@@ -91,10 +91,7 @@ def stack(
     the_stack = Stack(tmp_path, provisioned, smoke_model, free_port())
     yield the_stack
     the_stack.run("down")
-    for unit in user_manager.unit_dir.glob("llmctl*"):
-        unit.unlink()
-    subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
-    subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+    user_manager.forget_llmctl_units()
 
 
 def unit_text(user_manager: UserManager) -> str:

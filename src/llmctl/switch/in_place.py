@@ -71,12 +71,7 @@ def switch_ollama(
         unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
         evicted = Evicted()
         try:
-            if plan is not None:
-                evict(plan, name, paths, evicted)
-            memory_back = memory_waiter(plan, gpu_source, name)
-            if memory_back is not None:
-                with phase("gpu-free"):
-                    memory_back(evicted.pids)
+            _make_room(plan, name, paths, evicted, phase, gpu_source)
             with phase("load"), probe_client(30.0) as client:
                 load_into_ollama(
                     client, unit.url, model.source, getattr(backend, "keep_alive", None), unload,
@@ -87,6 +82,19 @@ def switch_ollama(
             raise _undo(failure, evicted, paths) from None
         record_history(paths, result, ok=True)
     return result
+
+
+def _make_room(
+    plan: Plan | None, name: str, paths: Paths, evicted: Evicted, phase: Phases, gpu_source: GpuSource | None
+) -> None:
+    """The plan's evictions (recorded in `evicted`), then the wait for the memory to be back."""
+    if plan is not None and plan.evictions:
+        with phase("evict"):
+            evict(plan, name, paths, evicted)
+    memory_back = memory_waiter(plan, gpu_source, name)
+    if memory_back is not None:
+        with phase("gpu-free"):
+            memory_back(evicted.pids)
 
 
 def _undo(failure: LlmctlError, evicted: Evicted, paths: Paths) -> LlmctlError:
@@ -130,13 +138,7 @@ def wake_vllm(
     unit = next(u for u in stack_units(loaded.config) if u.name == name)
     evicted = Evicted()
     try:
-        if plan is not None and plan.evictions:
-            with phase("evict"):
-                evict(plan, name, paths, evicted)
-        memory_back = memory_waiter(plan, gpu_source, name)
-        if memory_back is not None:
-            with phase("gpu-free"):
-                memory_back(evicted.pids)
+        _make_room(plan, name, paths, evicted, phase, gpu_source)
         with phase("wake"), probe_client(60.0) as client:
             vllm.wake_up(client, unit.url)
             wait_ready(unit.kind, unit.url, result.new, timeout or 60.0, client=client)
