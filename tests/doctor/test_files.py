@@ -102,3 +102,29 @@ def test_gateway_key(tmp_path: Path) -> None:
     assert check.status == "ok" and "(mode 0600)" in check.reason
     key.write_text("nothing useful\n")
     assert doctor.check_gateway_key(key, enabled=True, installed=True).status == "fail"
+
+
+# --- backend key files ----------------------------------------------------------------------------
+
+
+def test_backend_key_files_present_private_or_named(tmp_path: Path) -> None:
+    from llmctl.paths import Paths  # noqa: PLC0415
+
+    paths = Paths.from_env()
+    assert files.check_backend_keys(paths, [], installed=set()).status == "ok"
+    # Not installed yet: `up` will create it.
+    check = files.check_backend_keys(paths, ["big"], installed=set())
+    assert check.status == "warn" and "big:" in check.reason and check.fix == "llmctl up creates them"
+    # Installed: its unit cannot start without it.
+    assert files.check_backend_keys(paths, ["big"], installed={"big"}).status == "fail"
+    key = paths.backend_key_file("big")
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text("VLLM_API_KEY=x\n")
+    key.chmod(0o644)
+    check = files.check_backend_keys(paths, ["big"], installed={"big"})
+    assert check.status == "fail" and "readable by others (mode 0644)" in check.reason
+    assert check.fix is not None and "chmod 600" in check.fix
+    key.chmod(0o600)
+    check = files.check_backend_keys(paths, ["big"], installed={"big"})
+    assert check.status == "ok" and check.details == (f"big: {key} (mode 0600)",)
+    assert "VLLM_API_KEY=x" not in repr(check)  # never the key itself

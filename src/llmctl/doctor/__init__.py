@@ -29,6 +29,7 @@ from llmctl.doctor.executables import VERSION_TIMEOUT, check_executables, execut
 from llmctl.doctor.files import (
     DISK_FAIL_BYTES,
     DISK_WARN_BYTES,
+    check_backend_keys,
     check_config,
     check_disk,
     check_gateway_key,
@@ -62,6 +63,7 @@ __all__ = [
     "PortHolder",
     "Probes",
     "Status",
+    "check_backend_keys",
     "check_config",
     "check_disk",
     "check_executables",
@@ -184,6 +186,13 @@ def run(paths: Paths, config_path: Path, probes: Probes | None = None) -> list[C
             installed=gateway_unit.exists(),
         )
     )
+    if config is not None:
+        from llmctl.render.units import keyed_backends, unit_name  # noqa: PLC0415
+
+        keyed = keyed_backends(config)
+        if keyed:  # only when a backend is started with a key: no line to read otherwise
+            installed = {n for n in keyed if (paths.unit_dir / unit_name(n)).exists()}
+            checks.append(check_backend_keys(paths, keyed, installed=installed))
     return checks
 
 

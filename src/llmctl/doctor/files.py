@@ -16,6 +16,7 @@ from llmctl.errors import ConfigError, LlmctlError
 if TYPE_CHECKING:
     from llmctl.config.load import LoadedConfig
     from llmctl.config.schema import Config
+    from llmctl.paths import Paths
 
 DISK_FAIL_BYTES = 100 * MIB  # a snapshot, a state file, a journal line: below this, writes fail
 DISK_WARN_BYTES = 1 * GIB
@@ -178,3 +179,31 @@ def check_gateway_key(path: Path, *, enabled: bool, installed: bool) -> Check:
     except LlmctlError as err:
         return Check("gateway-key", "fail", err.message, fix=err.hint)
     return Check("gateway-key", "ok", f"{path} (mode {mode:04o})")
+
+
+def check_backend_keys(paths: Paths, keyed: list[str], *, installed: set[str]) -> Check:
+    """The key file of each backend started with an API key: present (once its unit is
+    installed, the unit cannot start without it) and readable by this user only."""
+    if not keyed:
+        return Check("backend-keys", "ok", "no backend is started with an API key")
+    failed: list[str] = []
+    warned: list[str] = []
+    details: list[str] = []
+    for name in keyed:
+        path = paths.backend_key_file(name)
+        if not path.exists():
+            (failed if name in installed else warned).append(f"{name}: {path} is missing")
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            failed.append(f"{name}: {path} is readable by others (mode {mode:04o})")
+        else:
+            details.append(f"{name}: {path} (mode {mode:04o})")
+    if failed:
+        return Check(
+            "backend-keys", "fail", "; ".join(failed),
+            fix="chmod 600 the file, or delete it and run llmctl up (a new key; it restarts what reads it)",
+        )  # fmt: skip
+    if warned:
+        return Check("backend-keys", "warn", "; ".join(warned), fix="llmctl up creates them")
+    return Check("backend-keys", "ok", f"{len(details)} key file(s), mode 0600", details=tuple(details))

@@ -52,6 +52,7 @@ from llmctl.switch.steps import (
     Phases,
     SwitchResult,
     all_serving,
+    check_backend_key,
     check_model_file,
     install,
     one_token,
@@ -106,6 +107,7 @@ def switch(
         result = SwitchResult(backend=name, old=old, new=model_id)
         phase = Phases(result, on_phase)
         with phase("check"):
+            check_backend_key(loaded, paths, name)
             check_model_file(loaded, model_id)
         plan = None
         if plan_fn is not None:

@@ -88,6 +88,20 @@ def resolve(loaded: LoadedConfig, model_id: str, backend: str | None) -> str:
     return model.backend
 
 
+def check_backend_key(loaded: LoadedConfig, paths: Paths, name: str) -> None:
+    """A backend started with an API key needs its key file, which `llmctl up` creates (and
+    restarts the gateway to read): a switch does not, so it refuses before touching anything."""
+    if not getattr(loaded.config.backends[name], "api_key", False):
+        return
+    key_file = paths.backend_key_file(name)
+    if not key_file.is_file():
+        raise LlmctlError(
+            f"{name} is configured with api_key: true but has no key yet ({key_file} is missing)",
+            hint="Run `llmctl up` first: it creates the key and restarts what reads it. Nothing was changed.",
+            exit_code=ExitCode.USAGE,
+        )
+
+
 def check_model_file(loaded: LoadedConfig, model_id: str) -> None:
     """The file must exist and (for GGUF) its header must parse: checked before touching anything."""
     model = loaded.config.models[model_id]
