@@ -308,8 +308,9 @@ class OllamaStandIn(StandIn):
         default_keep_alive: float = 300.0,
         version: str = "0.33.0",
         clock: Callable[[], float] = time.monotonic,
+        port: int = 0,
     ) -> None:
-        super().__init__(listen_after=0.0)
+        super().__init__(listen_after=0.0, port=port)
         self.on_disk = {_canonical(m.name): m for m in models}
         self.unload_delay, self.default_keep_alive, self.version = unload_delay, default_keep_alive, version
         self.clock = clock
