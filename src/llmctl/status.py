@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmctl import gpu, procs, systemd
 from llmctl.backends.base import Health, Probe, probe_client
@@ -20,6 +21,9 @@ from llmctl.config.schema import Config
 from llmctl.paths import Paths
 from llmctl.readiness import probe_once
 from llmctl.stack import StackUnit, stack_from_installed, stack_units
+
+if TYPE_CHECKING:
+    from llmctl.backends.http import HttpClient
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -110,7 +114,10 @@ def collect(
         ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
     ):
         futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
+        sleepers = [u for u in to_probe if getattr(config.backends.get(u.name), "sleep_mode", False)]
+        asleep_futures = {u.unit: pool.submit(_asleep, client, u.url) for u in sleepers}
         probes = {unit: future.result() for unit, future in futures.items()}
+        asleep = {unit for unit, future in asleep_futures.items() if future.result()}
     gpu_by_pid = gpu.memory_by_pid() if to_probe else None
     now_us = time.monotonic_ns() // 1000
     last_events = _last_events(state_dir or Paths.from_env().state_dir, {u.name for u in units})
@@ -120,6 +127,9 @@ def collect(
         probe = probes.get(unit.unit)
         health, detail = _health(unit, state, probe)
         runbook = _runbook_for(unit.unit, state) if health is not Health.OK else None
+        if unit.unit in asleep and health is Health.OK:
+            # Put to sleep to make room (its weights in CPU RAM): not serving until woken.
+            health, detail = Health.LOADING, f"asleep (llmctl switch {unit.model} wakes it)"
         if unit.unit in pending:
             detail = f"{detail}; {pending[unit.unit]}"
         running = state is not None and state.running
@@ -155,6 +165,17 @@ def collect(
             )
         )
     return StackStatus(rows)
+
+
+def _asleep(client: HttpClient, url: str) -> bool:
+    """A vLLM in sleep mode that sleeps now (False when it cannot tell)."""
+    from llmctl.backends import vllm  # noqa: PLC0415
+    from llmctl.errors import LlmctlError  # noqa: PLC0415
+
+    try:
+        return vllm.is_sleeping(client, url)
+    except LlmctlError:
+        return False
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:

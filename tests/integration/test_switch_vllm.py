@@ -109,6 +109,10 @@ def test_switching_to_the_model_a_sleeping_vllm_holds_wakes_it_without_a_restart
     pid = stack.main_pid("big")
     assert stack.vllm("POST", "/sleep?level=1").status_code == 200
     assert stack.asleep()
+    status = stack.run("status", "--json")
+    big = next(u for u in json.loads(status.stdout)["data"]["units"] if u["name"] == "big")
+    assert status.returncode == 3  # asleep is not serving
+    assert (big["health"], big["health_detail"]) == ("loading", "asleep (llmctl switch qwen wakes it)")
 
     result = stack.run("switch", "qwen", "--json")
     assert result.returncode == 0, result.stderr
@@ -116,6 +120,7 @@ def test_switching_to_the_model_a_sleeping_vllm_holds_wakes_it_without_a_restart
     assert "wake" in data["phases"] and "stop" not in data["phases"] and not data["unchanged"]
     assert not stack.asleep()
     assert stack.main_pid("big") == pid  # woken, not restarted
+    assert stack.run("status").returncode == 0
 
     again = stack.run("switch", "qwen")
     assert again.returncode == 0 and "already serves qwen" in again.stdout
