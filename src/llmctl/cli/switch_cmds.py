@@ -43,8 +43,9 @@ def switch(
     """Serve MODEL on its backend instead of what it serves now.
 
     Checks the model file first, takes the old model out of the gateway's routes, stops it,
-    starts the new one, checks it answers, then routes it. On any failure the previous model
-    serves again, and the output says why.
+    starts the new one, checks it answers, then routes it. With a gateway and room for two
+    copies, the new model first serves from a bridge unit beside the old one. On any failure
+    the previous model serves again, and the output says why.
     """
     from dataclasses import replace  # noqa: PLC0415
 
@@ -56,11 +57,22 @@ def switch(
     loaded = app.load()
     name = resolve(loaded, model, backend)
     if dry_run:
+        from llmctl.switch.beside import bridge_fits  # noqa: PLC0415
+
         planned = make_plan(loaded.config, app.serving(loaded), model, name, inventory_file)
+        beside = planned.fits and bridge_fits(loaded, planned, name)
         if as_json:
-            emit_json("switch", {"dry_run": True, "plan": planned.as_dict()}, ok=planned.fits)
+            emit_json(
+                "switch", {"dry_run": True, "beside": beside, "plan": planned.as_dict()}, ok=planned.fits
+            )
         else:
             click.echo("\n".join(plan_lines(planned)))
+            if planned.fits and not planned.already_serving:
+                click.echo(
+                    f"switch: starts {model} beside the old model (bridge unit), routes it, then replaces it"
+                    if beside
+                    else f"switch: stops what {name} serves, then starts {model}"
+                )
         return 0 if planned.fits else int(ExitCode.FAILED)
     base = app.render_options(loaded)
 
