@@ -19,6 +19,7 @@ import shlex
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -65,6 +66,21 @@ class UserManager:
             unit.unlink()
         subprocess.run(["systemctl", "--user", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "--user", "reset-failed"], check=False)
+
+
+@contextmanager
+def stack_up(
+    run: Callable[..., subprocess.CompletedProcess[str]], user_manager: UserManager
+) -> Iterator[None]:
+    """`llmctl up` through `run` (it must succeed); afterwards, whatever happened, `llmctl down`
+    and a manager that has forgotten the units."""
+    try:
+        up = run("up")
+        assert up.returncode == 0, up.stderr
+        yield
+    finally:
+        run("down")
+        user_manager.forget_llmctl_units()
 
 
 @pytest.fixture(scope="session")

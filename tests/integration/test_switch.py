@@ -19,7 +19,7 @@ import yaml
 
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager
+from tests.integration.conftest import Provisioned, UserManager, stack_up
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 
@@ -326,13 +326,8 @@ class GpuStack:
 @pytest.fixture
 def gpu_stack(user_manager: UserManager, provisioned: Provisioned, tmp_path: Path) -> Iterator[GpuStack]:
     the_stack = GpuStack(tmp_path, provisioned)
-    try:
-        up = the_stack.run("up")
-        assert up.returncode == 0, up.stderr
+    with stack_up(the_stack.run, user_manager):
         yield the_stack
-    finally:
-        the_stack.run("down")
-        user_manager.forget_llmctl_units()
 
 
 def test_a_model_that_cannot_fit_is_refused_before_anything_changes(gpu_stack: GpuStack) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import UserManager, free_port
+from tests.integration.conftest import UserManager, free_port, stack_up
 from tests.integration.fake_ollama import install_fake_ollama
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
@@ -57,13 +57,8 @@ class Stack:
 @pytest.fixture
 def stack(user_manager: UserManager, tmp_path: Path) -> Iterator[Stack]:
     the_stack = Stack(tmp_path)
-    try:
-        up = the_stack.run("up")
-        assert up.returncode == 0, up.stderr
+    with stack_up(the_stack.run, user_manager):
         yield the_stack
-    finally:
-        the_stack.run("down")
-        user_manager.forget_llmctl_units()
 
 
 def test_switching_loads_models_into_the_running_ollama(stack: Stack) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from llmctl.smoke_model import write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, free_port
+from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up
 from tests.integration.fake_vllm import install_fake_vllm
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
@@ -96,13 +96,8 @@ class Stack:
 @pytest.fixture
 def stack(user_manager: UserManager, provisioned: Provisioned, tmp_path: Path) -> Iterator[Stack]:
     the_stack = Stack(tmp_path, provisioned)
-    try:
-        up = the_stack.run("up")
-        assert up.returncode == 0, up.stderr
+    with stack_up(the_stack.run, user_manager):
         yield the_stack
-    finally:
-        the_stack.run("down")
-        user_manager.forget_llmctl_units()
 
 
 def test_switching_to_the_model_a_sleeping_vllm_holds_wakes_it_without_a_restart(stack: Stack) -> None:
