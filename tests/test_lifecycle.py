@@ -93,12 +93,43 @@ def test_without_a_job_it_polls_fast(monkeypatch: pytest.MonkeyPatch, probes_ok:
     assert manager.looks >= 8  # every 20 ms for the first seconds
 
 
-def test_a_wait_that_fails_closes_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wait_that_fails_closes_the_job(monkeypatch: pytest.MonkeyPatch, probes_ok: None) -> None:
     from llmctl import lifecycle  # noqa: PLC0415
 
     job = job_ending_after(30)
+    monkeypatch.setattr(systemd, "show", lambda units: {UNIT.unit: state("activating")})
+    monkeypatch.setattr(lifecycle, "failure_report", lambda unit, why: LlmctlError(why))
+    with pytest.raises(LlmctlError, match="not ready after"):
+        wait_serving(UNIT, 0.3, object(), None, job=job)
+    assert job.finished  # the systemctl client was stopped, not left behind
+
+
+def test_a_failed_start_job_is_reported_once_it_ends(
+    monkeypatch: pytest.MonkeyPatch, probes_ok: None
+) -> None:
+    from llmctl import lifecycle  # noqa: PLC0415
+
+    job = job_ending_after(0.2)
     monkeypatch.setattr(systemd, "show", lambda units: {UNIT.unit: state("failed")})
     monkeypatch.setattr(lifecycle, "failure_report", lambda unit, why: LlmctlError(why))
-    with pytest.raises(LlmctlError, match="failed"):
+    with pytest.raises(LlmctlError, match="the unit is failed"):
         wait_serving(UNIT, 10, object(), None, job=job)
-    assert job.finished  # the systemctl client was stopped, not left behind
+    assert job.finished
+
+
+def test_a_stale_active_state_before_the_restart_begins_is_not_taken_for_ready(
+    monkeypatch: pytest.MonkeyPatch, probes_ok: None
+) -> None:
+    """`systemctl restart` in the background has not reached systemd yet: show still says the
+    old process is active (and it answers). The wait must last until the job has ended."""
+    job = job_ending_after(0.5)
+    looks: list[bool] = []
+
+    def show(units: list[str]) -> dict[str, systemd.UnitState]:
+        looks.append(job.finished)
+        return {UNIT.unit: state("active")}  # the old process, then the new one
+
+    monkeypatch.setattr(systemd, "show", show)
+    wait_serving(UNIT, 10, object(), None, job=job)
+    assert job.finished and looks[-1] is True
+    assert looks.count(False) >= 1  # it did look while the job ran, and did not stop there

@@ -161,19 +161,25 @@ def _wait_serving(
     while True:
         state = systemd.show([unit.unit])[unit.unit]
         waited = clock() - start
-        if state.active_state == "active" and unit.is_supervisor:
+        # While the start job runs, what systemd shows may still be the old process (a restart
+        # not begun yet) or the gap between stop and start: judge only once it has ended.
+        settled = job is None or job.finished
+        if settled and state.active_state == "active" and unit.is_supervisor:
             return waited  # Type=notify: active means it sent READY=1
-        if state.active_state == "active":
+        if settled and state.active_state == "active":
             probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
             if probe.health is Health.OK:
                 return waited
             detail = probe.detail
-        elif state.active_state == "failed" or (
-            state.active_state == "inactive" and (seen_activating or waited > 2)
+        elif settled and (
+            state.active_state == "failed"
+            or (state.active_state == "inactive" and (seen_activating or waited > 2))
         ):
             raise failure_report(unit, f"the unit is {state.active_state} ({state.result})")
-        elif state.sub_state == "auto-restart":
+        elif settled and state.sub_state == "auto-restart":
             raise failure_report(unit, "the server exited and systemd is restarting it")
+        elif state.active_state in ("active", "deactivating", "inactive"):
+            detail = "restarting"  # the job has not started the new process yet
         else:
             seen_activating = seen_activating or state.active_state == "activating"
             if unit.is_supervisor:
