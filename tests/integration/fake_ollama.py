@@ -17,18 +17,12 @@ import signal
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.fake_programs import install_fake
 
 
 def install_fake_ollama(directory: Path) -> Path:
     """An executable `ollama` in `directory` that runs this module with this interpreter."""
-    program = directory / "ollama"
-    program.write_text(
-        f"#!{sys.executable}\nimport runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-        "runpy.run_module('tests.integration.fake_ollama', run_name='__main__')\n"
-    )
-    program.chmod(0o755)
-    return program
+    return install_fake(directory, "ollama", "tests.integration.fake_ollama")
 
 
 def pull(models_dir: Path, name: str) -> None:

@@ -21,18 +21,12 @@ import signal
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.fake_programs import install_fake
 
 
 def install_fake_vllm(directory: Path) -> Path:
     """An executable `vllm` in `directory` that runs this module with this interpreter."""
-    program = directory / "vllm"
-    program.write_text(
-        f"#!{sys.executable}\nimport runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-        "runpy.run_module('tests.integration.fake_vllm', run_name='__main__')\n"
-    )
-    program.chmod(0o755)
-    return program
+    return install_fake(directory, "vllm", "tests.integration.fake_vllm")
 
 
 SLEEP_RESIDUAL = 1 << 30
