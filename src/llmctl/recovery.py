@@ -2,7 +2,15 @@
 
 Used three ways: `llmctl rollback [ID]` by hand; automatically when `up` or `switch` fail
 half-way (the snapshot they took first is restored); and at the start of every
-state-changing command when an intent record shows an earlier one died mid-way.
+state-changing command when an intent record shows an earlier one died mid-way (then every
+unit the record names comes back too, and the vLLMs it names are woken).
+
+A plain `llmctl rollback` undoes the last change, so it restores the newest snapshot; when
+that one is corrupt it refuses and changes nothing, rather than reach past it to an older
+state the user did not ask for: the error names the corrupt snapshot and says what
+`llmctl rollback ID` with the newest usable older one would do. Recovery refuses the same way
+when the snapshot its intent record names cannot be used, and keeps the record; `llmctl
+rollback ID` then restores the snapshot the user picks instead and ends the interrupted command.
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from llmctl.state import record_applied
 
 @dataclass(frozen=True)
 class RestoreResult:
-    snapshot: str
+    snapshot: str | None  # None: an interrupted command that changed no file was undone
     files: list[str]
     outcomes: list[UnitOutcome]
+    notes: tuple[str, ...] = ()  # vLLMs woken or put back to sleep
 
 
 def restore(
@@ -111,21 +120,167 @@ def roll_back_after(
 def recover_pending(
     paths: Paths, *, on_message: Callable[[str], None] | None = None, bring_up: bool = True
 ) -> RestoreResult | None:
-    """If an earlier command died mid-way, roll back to the snapshot it took. Needs the lock.
+    """If an earlier command died mid-way, roll back to the snapshot it took and bring back
+    every unit it names. Needs the lock. Refuses, changing nothing and keeping the record, when
+    that snapshot cannot be used.
 
     bring_up=False only puts the files back (for `down`, which stops everything anyway)."""
     intent = transaction.pending(paths.state_dir)
     if intent is None:
         return None
+    if intent.snapshot:
+        _require_usable(paths, intent, intent.snapshot)
     if on_message:
+        undo = f"rolling back to snapshot {intent.snapshot}" if intent.snapshot else "undoing what it did"
         on_message(
-            f"an earlier `llmctl {intent.command}` (pid {intent.pid}) stopped at phase {intent.phase}; "
-            f"rolling back to snapshot {intent.snapshot}"
+            f"an earlier `llmctl {intent.command}` (pid {intent.pid}) stopped at phase {intent.phase}; {undo}"
         )
     # The config stays as the user has it: the change they asked for is not lost, only undone.
-    result = restore(paths, intent.snapshot, also=intent.units, bring_up=bring_up, include_config=False)
+    return _undo(
+        paths, intent, intent.snapshot or None, bring_up=bring_up, include_config=False, on_message=on_message
+    )
+
+
+def _undo(
+    paths: Paths,
+    intent: transaction.Intent,
+    snapshot_id: str | None,
+    *,
+    bring_up: bool = True,
+    include_config: bool,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> RestoreResult:
+    """Undo an interrupted command: what it woke sleeps again, the snapshot's files come back,
+    every unit it touched serves again, what it put to sleep wakes up; then the record goes."""
+    from llmctl.switch.room import put_to_sleep, wake_up  # noqa: PLC0415 - avoids an import cycle
+
+    notes = put_to_sleep(intent.sleep, paths)[0] if bring_up else []  # first: it frees memory
+    if snapshot_id is not None:
+        result = restore(
+            paths, snapshot_id, also=intent.units, timeout=timeout, progress=progress,
+            bring_up=bring_up, include_config=include_config,
+        )  # fmt: skip
+    else:
+        units = [u for u in stack_from_installed(paths.config_home) if u.unit in intent.units]
+        outcomes = converge(units, set(), timeout=timeout, progress=progress) if bring_up else []
+        result = RestoreResult(None, [], outcomes)
+    # A unit it touched whose file the restored state lacks (a bridge) must not run on.
+    systemd.stop([u for u in intent.units if not (paths.unit_dir / u).exists()])
+    woken, failed = wake_up(intent.wake, paths) if bring_up else ([], [])
+    notes += woken
     transaction.finish(paths.state_dir)
-    return result
+    for note in notes:
+        if on_message:
+            on_message(note)
+    if failed:
+        raise LlmctlError(
+            f"undid the interrupted `llmctl {intent.command}`, but not every vLLM it put to sleep woke up",
+            details=failed,
+            hint="`llmctl restart NAME` starts it afresh (awake).",
+        )
+    return RestoreResult(result.snapshot, result.files, result.outcomes, tuple(notes))
+
+
+def _require_usable(paths: Paths, intent: transaction.Intent, snapshot_id: str) -> None:
+    """Refuse recovery (nothing changed, the record kept) when its snapshot cannot be used."""
+    try:
+        snapshots.load(paths, snapshot_id)
+    except LlmctlError as exc:
+        record = paths.state_dir / transaction.INTENT_FILE
+        raise LlmctlError(
+            f"an earlier `llmctl {intent.command}` (pid {intent.pid}) stopped at phase {intent.phase}, but "
+            f"the snapshot it took cannot be used: {exc.message}; nothing was changed and {record} is kept",
+            details=[*exc.details, *_alternative(paths, snapshot_id)],
+            hint=f"`llmctl rollback ID` restores another snapshot instead and ends the interrupted "
+            f"{intent.command} (llmctl snapshot list shows which are usable).",
+        ) from None
+
+
+def newest_usable(paths: Paths, *, before: str | None = None) -> snapshots.Snapshot | None:
+    """The newest snapshot whose manifest and files all verify (older than `before` if given)."""
+    found = snapshots.list_snapshots(paths, verify=True)
+    if before is not None:
+        ids = [s.id for s in found]
+        found = found[: ids.index(before)] if before in ids else found
+    return next((s for s in reversed(found) if not s.corrupt), None)
+
+
+_VERBS = {ChangeKind.ADDED: "add", ChangeKind.CHANGED: "change", ChangeKind.REMOVED: "remove"}
+_UNIT_EFFECT = {ChangeKind.ADDED: "starts", ChangeKind.CHANGED: "restarts", ChangeKind.REMOVED: "stops"}
+
+
+def what_restoring_does(paths: Paths, snapshot: snapshots.Snapshot) -> list[str]:
+    """One line per file `llmctl rollback ID` would put back, with the unit each starts or stops."""
+    lines = []
+    for change in snapshots.restore_plan(paths, snapshot):
+        if change.kind is ChangeKind.UNCHANGED:
+            continue
+        line = f"{_VERBS[change.kind]} {change.path}"
+        if change.path.startswith(f"{UNIT_SUBDIR}/"):
+            line += f" (it {_UNIT_EFFECT[change.kind]} {change.path.rsplit('/', 1)[-1]})"
+        lines.append(line)
+    return lines or ["change nothing: it matches what is installed now"]
+
+
+def _alternative(paths: Paths, unusable: str) -> list[str]:
+    """What the newest usable snapshot older than `unusable` would restore, for the error."""
+    older = newest_usable(paths, before=unusable)
+    if older is None:
+        return ["no older snapshot is usable either"]
+    manifest = older.require()
+    return [
+        f"the newest usable older snapshot is {older.id} ({manifest.created}, {manifest.reason}); "
+        f"`llmctl rollback {older.id}` would:",
+        *(f"  {line}" for line in what_restoring_does(paths, older)),
+    ]
+
+
+def _refuse_corrupt_latest(paths: Paths, latest: snapshots.Snapshot) -> LlmctlError:
+    older = newest_usable(paths, before=latest.id)
+    then = f"; then a plain rollback restores {older.id}" if older else ""
+    return LlmctlError(
+        f"the newest snapshot, {latest.id}, is corrupt: {latest.problem}; it is the one that undoes "
+        "the last change, so nothing was rolled back",
+        details=_alternative(paths, latest.id),
+        hint="Nothing was changed. "
+        + (f"`llmctl rollback {older.id}` restores that older state (llmctl snapshot diff {older.id} "
+           "shows all of it); " if older else "")
+        + f"`llmctl snapshot delete {latest.id}` removes the corrupt one{then}.",
+    )  # fmt: skip
+
+
+def _target(paths: Paths, ref: str | None) -> str:
+    """The snapshot a rollback restores: `ref`, or the newest one, which must be intact."""
+    if ref not in (None, "latest"):
+        target = snapshots.resolve_id(paths, ref)
+        snapshots.load(paths, target)  # verify before touching anything
+        return target
+    found = snapshots.list_snapshots(paths, verify=True)
+    if not found:
+        return snapshots.resolve_id(paths, "latest")  # says there are none yet
+    if found[-1].corrupt:
+        raise _refuse_corrupt_latest(paths, found[-1])
+    return found[-1].id
+
+
+def _taken_over(paths: Paths, ref: str | None) -> tuple[bool, transaction.Intent | None]:
+    """Whether an explicit `rollback ID` takes over an intent record that recovery cannot use
+    (unreadable, or naming an unusable snapshot), and that record when it is readable."""
+    if ref in (None, "latest"):
+        return False, None
+    try:
+        intent = transaction.pending(paths.state_dir)
+    except LlmctlError:
+        return True, None
+    if intent is None or not intent.snapshot:
+        return False, None
+    try:
+        snapshots.load(paths, intent.snapshot)
+    except LlmctlError:
+        return True, intent
+    return False, None
 
 
 def rollback(
@@ -138,16 +293,30 @@ def rollback(
     progress: Progress | None = None,
     on_message: Callable[[str], None] | None = None,
 ) -> tuple[str, RestoreResult]:
-    """Snapshot what is there now, then restore `ref` (default: the state before the last
-    change). The caller holds the lock. Returns (the snapshot of the current state, result)."""
-    recover_pending(paths, on_message=on_message)
-    target = snapshots.resolve_id(paths, ref or "latest")
-    snapshots.load(paths, target)  # verify before touching anything
+    """Snapshot what is there now, then restore `ref` (default: the newest snapshot, the state
+    before the last change; refused when it is corrupt). The caller holds the lock. Returns (the
+    snapshot of the current state, result).
+
+    An interrupted command is recovered first; when its own snapshot cannot be used, an
+    explicit `ref` is restored in its place (with every unit it touched) and ends it."""
+    taken_over, interrupted = _taken_over(paths, ref)
+    if not taken_over:
+        recover_pending(paths, on_message=on_message)
+    target = _target(paths, ref)
     before = snapshots.take(
         paths, config_path, reason=f"before rollback to {target}", command="rollback", keep=keep
     )
     try:
-        result = restore(paths, target, timeout=timeout, progress=progress)
+        if taken_over:
+            if on_message:
+                on_message(f"the interrupted command's snapshot is unusable: restoring {target} in its place")
+            record = interrupted or transaction.Intent("rollback", target, 0, "", "unreadable")
+            result = _undo(
+                paths, record, target, include_config=True, timeout=timeout, progress=progress,
+                on_message=on_message,
+            )  # fmt: skip
+        else:
+            result = restore(paths, target, timeout=timeout, progress=progress)
     except LlmctlError as failure:
         raise LlmctlError(
             f"restored the files of snapshot {target}, but it does not serve: {failure.message}",

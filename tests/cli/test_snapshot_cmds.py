@@ -245,3 +245,38 @@ def test_create_without_any_config_keeps_units_and_state(
     assert code == 0 and "no config at" in err
     data = json.loads(out)["data"]
     assert data["files"] == 1 and data["reason"] == "bare"
+
+
+def test_rollback_refuses_a_corrupt_newest_snapshot_and_says_what_an_older_one_would_do(
+    installed: Path, paths: Paths, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue: `llmctl rollback` must not skip a corrupt newest snapshot to an older state."""
+    from llmctl import systemd  # noqa: PLC0415
+
+    monkeypatch.setattr(systemd, "manager_reachable", lambda: True)
+    older = create(capsys, "before the first change")
+    unit = paths.unit_dir / "llmctl-llama.service"
+    unit.write_text(unit.read_text() + "# the first change\n")
+    newest = create(capsys, "before the second change")
+    unit.write_text(unit.read_text() + "# the second change\n")
+    manifest = paths.state_dir / "snapshots" / newest / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:60])
+    now = unit.read_text()
+
+    code, out, err = run(capsys, "rollback")
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        f"llmctl: error: the newest snapshot, {newest}, is corrupt: manifest.json is not valid JSON"
+    )
+    assert lines[1].startswith(f"  the newest usable older snapshot is {older} (")
+    assert lines[1].endswith(f"before the first change); `llmctl rollback {older}` would:")
+    assert lines[2:-1] == ["    change systemd/user/llmctl-llama.service (it restarts llmctl-llama.service)"]
+    assert lines[-1].startswith("hint: Nothing was changed.")
+    assert unit.read_text() == now
+    assert [
+        s["id"] for s in json.loads(run(capsys, "snapshot", "list", "--json")[1])["data"]["snapshots"]
+    ] == [
+        older,
+        newest,
+    ]

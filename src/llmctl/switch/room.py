@@ -7,7 +7,7 @@ up again (`wake_again`): a failed switch leaves every other backend as it found 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from llmctl.errors import LlmctlError
 from llmctl.paths import Paths
 
 if TYPE_CHECKING:
+    from llmctl.backends.http import HttpClient
     from llmctl.gpu import GpuSource
     from llmctl.planner import Eviction, Plan
 
@@ -46,21 +47,57 @@ def evict(plan: Plan, switching: str, paths: Paths, evicted: Evicted) -> None:
                 evicted.slept = (*evicted.slept, eviction.unit)
 
 
+def to_touch(plan: Plan | None, switching: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(units the plan's evictions will stop, vLLM units they will put to sleep), of those that
+    run now: what the intent record names before the first eviction, so that recovery from a
+    kill brings back exactly what ran (a described inventory may name a unit that does not)."""
+    evictions = [e for e in (plan.evictions if plan else ()) if e.backend != switching]
+    wanted = [e for e in evictions if e.action in ("stop", "sleep")]
+    states = systemd.show([e.unit for e in wanted])
+    running = [e for e in wanted if (state := states.get(e.unit)) is not None and state.running]
+    return (
+        tuple(e.unit for e in running if e.action == "stop"),
+        tuple(e.unit for e in running if e.action == "sleep"),
+    )
+
+
 def wake_again(evicted: Evicted, paths: Paths) -> list[str]:
     """Wake the vLLMs a failed switch put to sleep; one line per unit saying how it went."""
+    return wake_up(evicted.slept, paths)[0]
+
+
+def wake_up(units: Sequence[str], paths: Paths) -> tuple[list[str], list[str]]:
+    """Wake these vLLM units (awake ones answer too): (a line per unit, the lines that failed)."""
     from llmctl.backends import vllm  # noqa: PLC0415
 
-    lines = []
-    for unit in evicted.slept:
+    return _ask_each(units, paths, vllm.wake_up, "woke up again", "woken up")
+
+
+def put_to_sleep(units: Sequence[str], paths: Paths) -> tuple[list[str], list[str]]:
+    """Put these vLLM units back to sleep (level 1, as evictions do): (lines, failed lines)."""
+    from llmctl.backends import vllm  # noqa: PLC0415
+
+    def sleep(client: HttpClient, url: str) -> None:
+        vllm.sleep(client, url, 1)
+
+    return _ask_each(units, paths, sleep, "asleep again", "put to sleep")
+
+
+def _ask_each(
+    units: Sequence[str], paths: Paths, call: Callable[[HttpClient, str], None], done: str, verb: str
+) -> tuple[list[str], list[str]]:
+    lines, failed = [], []
+    for unit in units:
         name = unit.removeprefix("llmctl-").removesuffix(".service")
         try:
             with probe_client(60.0) as client:
-                vllm.wake_up(client, unit_url(unit, paths))
+                call(client, unit_url(unit, paths))
         except LlmctlError as exc:
-            lines.append(f"{name} could not be woken up: {exc.message} (llmctl restart {name})")
+            failed.append(f"{name} could not be {verb}: {exc.message} (llmctl restart {name})")
+            lines.append(failed[-1])
         else:
-            lines.append(f"{name} woke up again")
-    return lines
+            lines.append(f"{name} {done}")
+    return lines, failed
 
 
 def memory_waiter(
