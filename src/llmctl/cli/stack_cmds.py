@@ -282,7 +282,12 @@ def recover(app: AppContext) -> int:
     systemd.require_manager()
     with state_lock(app.paths.state_dir, "recover", on_wait=_message):
         result = recovery.recover_pending(app.paths, on_message=_message)
-    click.echo("nothing to recover" if result is None else f"rolled back to snapshot {result.snapshot}")
+    if result is None:
+        click.echo("nothing to recover")
+    elif result.snapshot is None:  # an Ollama load or a vLLM wake-up, which change no file
+        click.echo("undid the interrupted command: what it stopped or put to sleep serves again")
+    else:
+        click.echo(f"rolled back to snapshot {result.snapshot}")
     return 0
 
 

@@ -41,12 +41,12 @@ from llmctl.errors import LlmctlError
 from llmctl.lifecycle import Progress, wait_serving
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
-from llmctl.render.units import GATEWAY_FILE, RenderOptions, render_stack
+from llmctl.render.units import GATEWAY_FILE, RenderOptions, bridge_unit, render_stack
 from llmctl.stack import stack_units
 from llmctl.state import record_switch, serving_now
 from llmctl.switch.beside import bridge_fits, start_bridge, stop_bridge
 from llmctl.switch.in_place import load_into_ollama, switch_ollama, vllm_asleep, wake_vllm
-from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
+from llmctl.switch.room import Evicted, evict, memory_waiter, to_touch, wake_again
 from llmctl.switch.steps import (
     HISTORY_FILE,
     Phases,
@@ -125,7 +125,12 @@ def switch(
             keep=loaded.config.snapshots.keep,
         )  # fmt: skip
         result.snapshot = snapshot.id
-        intent = transaction.begin(paths.state_dir, "switch", snapshot.id, (f"llmctl-{name}.service",))
+        beside = bridge_fits(loaded, plan, name)
+        # Every unit this switch may touch, before it touches any: a kill at any phase is undone
+        # whole by the next command (evicted backends started, slept vLLMs woken, bridge gone).
+        stops, sleeps = to_touch(plan, name)
+        touched = (f"llmctl-{name}.service", *((bridge_unit(name),) if beside else ()), *stops)
+        intent = transaction.begin(paths.state_dir, "switch", snapshot.id, touched, wake=sleeps)
         evicted = Evicted()
         waiter = memory_waiter(plan, gpu_source, name)
 
@@ -137,9 +142,10 @@ def switch(
             if plan is not None and plan.evictions:
                 with phase("evict"):
                     evict(plan, name, paths, evicted)
+                intent = transaction.advance(paths.state_dir, intent, "evict")
             _apply(
                 loaded, paths, name, model_id, serving, phase, intent, render_options, timeout, progress,
-                memory_back if waiter is not None else None, bridge_fits(loaded, plan, name),
+                memory_back if waiter is not None else None, beside,
             )  # fmt: skip
         except (LlmctlError, KeyboardInterrupt) as failure:
             record_history(paths, result, ok=False)
@@ -217,6 +223,7 @@ def _apply(
         one_token(unit, model_id, timeout=60)
     with phase("routes-in"):
         set_routes(loaded, paths, all_serving(loaded, new_serving))
+    transaction.advance(paths.state_dir, intent, "routes-in")
     if bridge is not None:
         with phase("bridge-stop"):
             stop_bridge(bridge, paths)

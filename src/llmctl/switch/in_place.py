@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from llmctl import systemd
+from llmctl import systemd, transaction
 from llmctl.backends.base import probe_client
 from llmctl.config.load import LoadedConfig
 from llmctl.errors import LlmctlError
@@ -15,7 +15,7 @@ from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.stack import stack_units
 from llmctl.state import serving_now
-from llmctl.switch.room import Evicted, evict, memory_waiter, wake_again
+from llmctl.switch.room import Evicted, evict, memory_waiter, to_touch, wake_again
 from llmctl.switch.steps import Phases, SwitchResult, one_token, record_history, refuse_if_unfit
 
 if TYPE_CHECKING:
@@ -55,7 +55,10 @@ def switch_ollama(
     gpu_source: GpuSource | None,
 ) -> SwitchResult:
     """Ollama serves every model assigned to it: a switch loads one (and unloads what the plan
-    says must make room). No unit or route changes, so there is nothing to snapshot."""
+    says must make room). No unit or route changes, so there is nothing to snapshot; the intent
+    record names what the evictions touch."""
+    from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
+
     backend = loaded.config.backends[name]
     model = loaded.config.models[model_id]
     assert model.source is not None
@@ -63,6 +66,7 @@ def switch_ollama(
     result = SwitchResult(backend=name, old=None, new=model_id)
     phase = Phases(result, on_phase)
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
+        recovery.recover_pending(paths, on_message=on_message)
         plan = None
         if plan_fn is not None:
             with phase("plan"):
@@ -70,8 +74,9 @@ def switch_ollama(
             refuse_if_unfit(plan)
         unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
         evicted = Evicted()
+        intent = _begin(paths, plan, name)
         try:
-            _make_room(plan, name, paths, evicted, phase, gpu_source)
+            _make_room(plan, name, paths, evicted, phase, gpu_source, intent)
             with phase("load"), probe_client(30.0) as client:
                 load_into_ollama(
                     client, unit.url, model.source, getattr(backend, "keep_alive", None), unload,
@@ -80,17 +85,38 @@ def switch_ollama(
         except LlmctlError as failure:
             record_history(paths, result, ok=False)
             raise _undo(failure, evicted, paths) from None
+        transaction.finish(paths.state_dir)
         record_history(paths, result, ok=True)
     return result
 
 
+def _begin(
+    paths: Paths, plan: Plan | None, name: str, asleep: tuple[str, ...] = ()
+) -> transaction.Intent | None:
+    """The intent record of a switch that changes no file: what its evictions will stop or put
+    to sleep (and `asleep`: what it wakes). None without evictions: a kill then leaves the other
+    backends as they were, and the asked model loaded or not."""
+    stops, sleeps = to_touch(plan, name)
+    if not stops and not sleeps:
+        return None
+    return transaction.begin(paths.state_dir, "switch", "", stops, wake=sleeps, sleep=asleep)
+
+
 def _make_room(
-    plan: Plan | None, name: str, paths: Paths, evicted: Evicted, phase: Phases, gpu_source: GpuSource | None
+    plan: Plan | None,
+    name: str,
+    paths: Paths,
+    evicted: Evicted,
+    phase: Phases,
+    gpu_source: GpuSource | None,
+    intent: transaction.Intent | None,
 ) -> None:
     """The plan's evictions (recorded in `evicted`), then the wait for the memory to be back."""
     if plan is not None and plan.evictions:
         with phase("evict"):
             evict(plan, name, paths, evicted)
+        if intent is not None:
+            transaction.advance(paths.state_dir, intent, "evict")
     memory_back = memory_waiter(plan, gpu_source, name)
     if memory_back is not None:
         with phase("gpu-free"):
@@ -102,6 +128,7 @@ def _undo(failure: LlmctlError, evicted: Evicted, paths: Paths) -> LlmctlError:
     systemd.start(list(evicted.stopped), block=False)
     failure.details.extend(f"{unit} started again" for unit in evicted.stopped)
     failure.details.extend(wake_again(evicted, paths))
+    transaction.finish(paths.state_dir)  # undone: nothing is left for a recovery
     return failure
 
 
@@ -137,8 +164,10 @@ def wake_vllm(
 
     unit = next(u for u in stack_units(loaded.config) if u.name == name)
     evicted = Evicted()
+    # A kill after the wake must not leave it awake beside the evicted ones started again.
+    intent = _begin(paths, plan, name, asleep=(unit.unit,))
     try:
-        _make_room(plan, name, paths, evicted, phase, gpu_source)
+        _make_room(plan, name, paths, evicted, phase, gpu_source, intent)
         with phase("wake"), probe_client(60.0) as client:
             vllm.wake_up(client, unit.url)
             wait_ready(unit.kind, unit.url, result.new, timeout or 60.0, client=client)
@@ -147,5 +176,6 @@ def wake_vllm(
     except LlmctlError as failure:
         record_history(paths, result, ok=False)
         raise _undo(failure, evicted, paths) from None
+    transaction.finish(paths.state_dir)
     record_history(paths, result, ok=True)
     return result
