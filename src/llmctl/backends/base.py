@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmctl.backends.checks import Activity, Check, get_check, one_token_completion
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from llmctl.backends.http import HttpClient, HttpResponse, LoopbackClient
+    from llmctl.backends.http import HttpClient, HttpResponse, LoopbackClient, ProbeHttp
     from llmctl.config.schema import AnyBackend, Model
 
 
@@ -101,6 +102,25 @@ class Adapter:
         """The litellm_params of a model_list entry that routes `model_id` to this backend."""
         raise NotImplementedError
 
+    # -- what the supervisor asks of a running server (llmctl.backends.checks) ----------------
+
+    # The cheap path the supervisor polls: answered without waiting for the model.
+    liveness_path: ClassVar[str] = "/health"
+
+    def liveness(self, client: ProbeHttp, url: str, timeout: float) -> Check:
+        """Alive: 200 on `liveness_path`."""
+        return get_check(client, url, self.liveness_path, timeout)[1]
+
+    def deep_probe(
+        self, client: ProbeHttp, url: str, model: str | None, timeout: float, *, sleep_mode: bool = False
+    ) -> Check:
+        """Still infers: a one-token completion."""
+        return one_token_completion(client, url, model, timeout)
+
+    def activity(self, client: ProbeHttp, url: str, timeout: float) -> Activity | None:
+        """Its work counters now, or None for a kind that has none."""
+        return None
+
     def url(self, backend: AnyBackend) -> str:
         return base_url(backend.host, backend.port)
 
@@ -119,7 +139,9 @@ def default_gpu_layers(backend: AnyBackend, model: Model | None) -> int:
     return 0 if backend.gpus == [] else 999
 
 
-def probe_client(timeout: float, *, api_keys: Mapping[str, str] | None = None) -> LoopbackClient:
+def probe_client(
+    timeout: float, *, api_keys: Mapping[str, str] | None = None, keep_alive: bool = True
+) -> LoopbackClient:
     """An HTTP client for probing local servers (plain HTTP, no proxies: see backends/http.py).
 
     A server started with an API key gets `Authorization: Bearer KEY`: the keys are
@@ -129,7 +151,7 @@ def probe_client(timeout: float, *, api_keys: Mapping[str, str] | None = None) -
     from llmctl.backends.http import KeyRing, LoopbackClient  # noqa: PLC0415
 
     keys = KeyRing(api_keys) if api_keys is not None else KeyRing(load=lambda: installed_keys())  # noqa: PLW0108 - looked up per call: tests replace it
-    return LoopbackClient(timeout, keys=keys)
+    return LoopbackClient(timeout, keys=keys, keep_alive=keep_alive)
 
 
 def installed_keys() -> dict[str, str]:

@@ -9,7 +9,7 @@ this client is http.client with keep-alive, a timeout per request, JSON bodies, 
 backends' API keys (`KeyRing`: `Authorization: Bearer`, read again after a 401).
 
 Adapters accept anything shaped like it (`HttpClient`): tests may hand in an httpx client with
-a mock transport, and the supervisor keeps its httpx client.
+a mock transport. The supervisor probes through it too, without keep-alive (`keep_alive=False`).
 """
 
 from __future__ import annotations
@@ -65,6 +65,15 @@ class HttpClient(Protocol):
     def post(self, url: str, *, json: Any = None, timeout: Any = ...) -> HttpResponse: ...
 
     def request(self, method: str, url: str, *, params: Any = None) -> HttpResponse: ...
+
+
+class ProbeHttp(HttpClient, Protocol):
+    """What the supervisor's probes need besides: a request with its own timeout (a liveness
+    probe gets a few seconds, a deep probe tens). LoopbackClient and httpx.Client both fit."""
+
+    def request(
+        self, method: str, url: str, *, params: Any = None, json: Any = None, timeout: Any = None
+    ) -> HttpResponse: ...
 
 
 @dataclass(frozen=True)
@@ -128,9 +137,12 @@ class LoopbackClient:
     """Plain-HTTP client with one kept-alive connection per server. Threads may share it
     (`status` probes every unit at once): requests to one server take turns on its connection."""
 
-    def __init__(self, timeout: float, *, keys: KeyRing | None = None) -> None:
+    def __init__(self, timeout: float, *, keys: KeyRing | None = None, keep_alive: bool = True) -> None:
         self.timeout = timeout
         self.keys = keys
+        # The supervisor probes every few seconds for ever: a kept-alive idle connection would
+        # hold one of llama-server's fixed HTTP threads between its probes.
+        self.keep_alive = keep_alive
         self._connections: dict[Origin, http.client.HTTPConnection] = {}
         self._turns: dict[Origin, threading.Lock] = {}
         self._guard = threading.Lock()  # for the two dicts
@@ -172,6 +184,8 @@ class LoopbackClient:
         timeout: float | None = None,
     ) -> Response:
         headers = {"Accept": "application/json", "User-Agent": "llmctl"}
+        if not self.keep_alive:
+            headers["Connection"] = "close"
         body = None
         if json is not None:
             body = jsonlib.dumps(json).encode()
@@ -235,7 +249,7 @@ class LoopbackClient:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(where)
                 raise HttpError(f"{type(exc).__name__}: {exc}") from None
-            if answer.will_close:
+            if answer.will_close or not self.keep_alive:
                 self._drop(where)
             sent = Request(method, url, {k.lower(): v for k, v in headers.items()})
             return Response(answer.status, content, sent, {k.lower(): v for k, v in answer.getheaders()})

@@ -20,10 +20,11 @@ from llmctl.backends.base import (
     openai_model_ids,
     timed_get,
 )
+from llmctl.backends.checks import Check, get_check
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient
+    from llmctl.backends.http import HttpClient, ProbeHttp
     from llmctl.config.schema import AnyBackend, Model
 
 DEFAULT_CONTEXT = 4096
@@ -64,3 +65,15 @@ class LlamaCppPythonAdapter(Adapter):
 
     def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
         return {"model": f"openai/{model_id}", "api_base": f"{self.url(backend)}/v1", "api_key": "none"}
+
+    # It has no /health. FastAPI's /docs page is answered by the event loop without the model
+    # lock: /v1/models waits for that lock, and with interrupt_requests on (the default) a
+    # request waiting for it ends a streaming completion.
+    liveness_path = "/docs"
+
+    def liveness(self, client: ProbeHttp, url: str, timeout: float) -> Check:
+        response, check = get_check(client, url, self.liveness_path, timeout)
+        if response is not None and response.status_code < 500:
+            # Any answer proves the event loop runs (a build without the docs page says 404).
+            return Check(True, f"GET {self.liveness_path} answered {response.status_code}", check.latency_ms)
+        return check

@@ -19,10 +19,11 @@ from llmctl.backends.base import (
     openai_model_ids,
     timed_get,
 )
+from llmctl.backends.checks import Activity, Check, get_check
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient
+    from llmctl.backends.http import HttpClient, ProbeHttp
     from llmctl.config.schema import AnyBackend, Model
 
 DEFAULT_CONTEXT = 4096
@@ -60,3 +61,40 @@ class LlamaServerAdapter(Adapter):
 
     def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
         return {"model": f"openai/{model_id}", "api_base": f"{self.url(backend)}/v1", "api_key": "none"}
+
+    def liveness(self, client: ProbeHttp, url: str, timeout: float) -> Check:
+        # /health is answered by an HTTP thread, never by the inference loop: cheap when busy.
+        response, check = get_check(client, url, "/health", timeout)
+        if response is not None and response.status_code == 503:
+            return Check(False, "loading model (GET /health 503)", check.latency_ms, loading=True)
+        return check
+
+    def activity(self, client: ProbeHttp, url: str, timeout: float) -> Activity | None:
+        """From /slots (on by default; /metrics needs --metrics): the slots processing a request,
+        and for each its task and its prompt and generated token counts."""
+        response, check = get_check(client, url, "/slots", timeout)
+        if response is None or response.status_code != 200:
+            return Activity(None, detail=check.detail)
+        try:
+            slots = response.json()
+        except ValueError:
+            slots = None
+        if not isinstance(slots, list):
+            return Activity(None, detail="GET /slots answered 200 without a list of slots")
+        in_flight, counters = 0, []
+        for slot in slots:
+            if not isinstance(slot, dict) or not slot.get("is_processing"):
+                continue
+            in_flight += 1
+            next_token = (slot.get("next_token") or [{}])[0]
+            counters += [
+                _int(slot.get("id")),
+                _int(slot.get("id_task")),
+                _int(slot.get("n_prompt_tokens_processed")),
+                _int(next_token.get("n_decoded") if isinstance(next_token, dict) else None),
+            ]
+        return Activity(in_flight, tuple(counters), f"{in_flight} of {len(slots)} slots processing")
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else -1

@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from llmctl.backends.base import Adapter, Health, Launch, Probe, gpu_environment, timed_get
+from llmctl.backends.checks import PROMPT, Check, get_check, judge_answer, timed_request
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient, HttpResponse
+    from llmctl.backends.http import HttpClient, HttpResponse, ProbeHttp
     from llmctl.config.schema import AnyBackend, Model
 
 FIRST_POLL = 0.05
@@ -215,3 +216,23 @@ class OllamaAdapter(Adapter):
     def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
         # ollama_chat/ talks to /api/chat; its api_base has no /v1.
         return {"model": f"ollama_chat/{model.source}", "api_base": self.url(backend)}
+
+    liveness_path = "/api/version"
+
+    def deep_probe(
+        self, client: ProbeHttp, url: str, model: str | None, timeout: float, *, sleep_mode: bool = False
+    ) -> Check:
+        """A one-token generate on a model it has loaded already: none loaded, nothing to test
+        (loading one would cost memory and renew its keep_alive)."""
+        response, check = get_check(client, url, "/api/ps", min(timeout, 5.0))
+        if response is None or response.status_code != 200:
+            return check
+        loaded = [m.name for m in _parse_loaded(response)]
+        if not loaded:
+            return Check(True, "no model loaded: nothing to test", skipped=True)
+        body = {"model": loaded[0], "prompt": PROMPT, "stream": False, "options": {"num_predict": 1}}
+        answer, latency, error, timed_out = timed_request(
+            client, "POST", url + "/api/generate", timeout, body
+        )
+        what = f"one-token generate on {loaded[0]}"
+        return judge_answer(answer, latency, error, timed_out, what, lambda d: "response" in d)

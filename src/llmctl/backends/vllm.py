@@ -20,11 +20,12 @@ from llmctl.backends.base import (
     openai_model_ids,
     timed_get,
 )
+from llmctl.backends.checks import Activity, Check, get_check, one_token_completion, prometheus_values
 from llmctl.errors import LlmctlError
 from llmctl.kinds import Kind
 
 if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient, HttpResponse
+    from llmctl.backends.http import HttpClient, HttpResponse, ProbeHttp
     from llmctl.config.schema import AnyBackend, Model
 
 
@@ -99,6 +100,40 @@ class VllmAdapter(Adapter):
             "api_base": f"{self.url(backend)}/v1",
             "api_key": "none",
         }
+
+    def liveness(self, client: ProbeHttp, url: str, timeout: float) -> Check:
+        # 503 means the engine died. /health stays 200 when the engine is wedged: the deep probe
+        # and the token counters cover that.
+        response, check = get_check(client, url, "/health", timeout)
+        if response is not None and response.status_code == 503:
+            return Check(False, "engine dead (GET /health 503)", check.latency_ms)
+        return check
+
+    def deep_probe(
+        self, client: ProbeHttp, url: str, model: str | None, timeout: float, *, sleep_mode: bool = False
+    ) -> Check:
+        if sleep_mode:
+            try:
+                if is_sleeping(client, url):
+                    return Check(True, "asleep (sleep mode): not tested", skipped=True)
+            except LlmctlError:
+                pass  # cannot tell: the completion below says whether it infers
+        return one_token_completion(client, url, model, timeout)
+
+    def activity(self, client: ProbeHttp, url: str, timeout: float) -> Activity | None:
+        """From /metrics (always on, answered by the API server even when the engine hangs)."""
+        response, check = get_check(client, url, "/metrics", timeout)
+        if response is None or response.status_code != 200:
+            return Activity(None, detail=check.detail)
+        values = prometheus_values(response.text, _VLLM_COUNTERS)
+        if "vllm:num_requests_running" not in values:
+            return Activity(None, detail="GET /metrics has no vllm:num_requests_running")
+        running = int(values["vllm:num_requests_running"])
+        counters = tuple(int(values.get(name, -1)) for name in _VLLM_COUNTERS[1:])
+        return Activity(running, counters, f"{running} requests running")
+
+
+_VLLM_COUNTERS = ("vllm:num_requests_running", "vllm:generation_tokens_total", "vllm:prompt_tokens_total")
 
 
 # Sleep mode (--enable-sleep-mode plus VLLM_SERVER_DEV_MODE=1, i.e. `sleep_mode: true`): the

@@ -8,17 +8,17 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ProbeName = Literal["startup", "liveness", "deep"]
+from llmctl.backends.checks import Check
+
+# "progress": a liveness probe that timed out while the process used CPU is followed by two
+# readings of its work counters (Adapter.activity): did it make progress, or does it spin?
+ProbeName = Literal["startup", "liveness", "progress", "deep"]
 Invocation = tuple[int, int]  # (MainPID, ActiveEnterTimestampMonotonic): one run of the process
 
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    detail: str
-    latency_ms: float | None = None
-    loading: bool = False  # the server says it is (re)loading its model
-    skipped: bool = False  # a deep probe that could not run (no model loaded, asleep, needs a key)
+# What the adapters answer (ok, detail, latency, loading, skipped, timed_out). A progress
+# probe's result is one too: ok = its counters moved, skipped = they could not be read,
+# not ok = requests in flight (or none) and counters that did not move.
+ProbeResult = Check
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class RestartRequest:
     reason: str
     evidence: dict[str, Any]
     detected_at: float
+    # The process exited and systemd waits RestartSec= before its own restart: restart it now
+    # (only while the unit is still waiting; never a process that runs).
+    crashed: bool = False
 
 
 class RestartOutcome(enum.StrEnum):

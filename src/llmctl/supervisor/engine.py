@@ -12,13 +12,16 @@ One round, per backend:
 
 1. What systemd says decides whether there is anything to do. Not running (stopped on
    purpose, or never started), activating (loading: the unit's own readiness gate is the
-   startup probe, bounded by TimeoutStartSec=), restarting under its own Restart= (SubState
-   auto-restart), or failed (systemd gave up): the supervisor does nothing but note it. An
-   automatic restart by systemd (NRestarts went up) is recorded as a `crashed` event and counts
-   for the breaker; it is never followed by a second restart.
+   startup probe, bounded by TimeoutStartSec=), or failed (systemd gave up): the supervisor
+   does nothing but note it. A process that exited and waits for systemd's own restart
+   (SubState auto-restart, RestartSec=) is restarted at once when the backoff allows it (a
+   first failure: `RestartBook.crashed`); a repeated failure is left to RestartSec= and the
+   unit's start limit. An automatic restart by systemd (NRestarts went up) is recorded as a
+   `crashed` event and counts for the breaker; it is never followed by a second restart.
 2. While `llmctl switch`, `up` or another llmctl command holds the state lock or an intent
    record exists, nothing is probed, counted or restarted.
-3. An active unit gets its liveness probe every `liveness.interval`; a server that says it is
+3. An active unit gets its liveness probe every `liveness.interval` (sooner after a failure);
+   a server that says it is
    loading again (llama-server's 503) is in startup, probed every `startup.interval`. The deep
    probe (a one-token completion) runs only when the server has been idle (no CPU used by its
    main process) for `deep.idle` seconds, at most once per `deep.interval`. What a result
@@ -151,6 +154,10 @@ class Engine:
                     t.phase = "switching"
                 continue
             self._sample_cpu(now, t, (cpu or {}).get(t.plan.name))
+            if t.phase == "systemd-restarting":
+                # Exited, and systemd waits RestartSec=: a first failure is restarted now.
+                kick = None if held else self.restarts.crashed(now, t)
+                actions += [kick] if kick is not None else []
             if t.phase not in ("running", "loading", "held") or t.invocation is None:
                 continue
             if now >= t.next_liveness and "liveness" not in t.inflight:
@@ -231,6 +238,7 @@ class Engine:
         if st.sub_state == "auto-restart":
             self._not_running(t, "systemd-restarting")  # its own Restart= is on it
             return
+        t.crash_noted = False
         if st.active_state != "active":
             # activating (loading, behind its readiness gate), deactivating, reloading
             self._not_running(t, "starting" if st.active_state == "activating" else st.active_state)
@@ -278,6 +286,8 @@ class Engine:
             self.on_probe(name, probe, result)
         if probe == "deep":
             return self.judge.deep(now, t, result)
+        if probe == "progress":
+            return self.judge.progress(now, t, result)
         return self.judge.liveness(now, t, result)
 
     def restart_done(

@@ -2,16 +2,26 @@
 
 A server that says it is loading again (llama-server's 503) is in startup: never restarted
 before `startup.budget` has passed. `failure_threshold` failures in a row decide a restart,
-which `RestartBook` then carries out, defers or refuses. A deep probe that fails is retried
-after `liveness.interval`, not after `deep.interval`.
+which `RestartBook` then carries out, defers or refuses. After a failure the next liveness
+probe comes `RETRY` seconds later, not a whole interval: a hung server is confirmed in
+seconds, while a healthy one is asked only every `liveness.interval`. A deep probe that fails
+is retried after `liveness.interval`, not after `deep.interval`.
+
+A liveness timeout counts only when the process did no CPU work (a busy server can be slow to
+answer; a stopped or deadlocked one uses none), or when it worked but made no progress: then
+a `progress` probe reads its work counters twice (`Adapter.activity`) and the timeout counts
+if they did not move (a server that spins a CPU in a loop). Counters it cannot read, or a
+kind without them, leave the timeout excused, as before.
 """
 
 from __future__ import annotations
 
-from llmctl.supervisor.actions import Action, ProbeResult
+from llmctl.supervisor.actions import Action, ProbeRequest, ProbeResult
 from llmctl.supervisor.reporter import Reporter
 from llmctl.supervisor.restarts import RestartBook
 from llmctl.supervisor.tracker import Tracker
+
+RETRY = 1.0  # seconds from a counted liveness failure to the next probe
 
 
 class ProbeJudge:
@@ -60,12 +70,30 @@ class ProbeJudge:
             return []  # failures while loading do not count
         if held or t.pending is not None:
             return []
-        if "timed out" in result.detail and t.working:
+        if result.timed_out and t.working:
             # A server busy generating can be slow to answer /health (its HTTP threads are all
             # taken), but its process is using CPU; a hung one (stopped, deadlocked) uses none.
-            # Only a timeout without work counts.
+            # Working, it must also show progress: its counters decide (`progress`).
             t.last_detail = f"{result.detail} (busy: its process is working)"
+            if t.invocation is None:
+                return []
+            t.suspect = result
+            t.inflight.add("liveness")  # the progress probe finishes this liveness probe
+            return [ProbeRequest(t.plan.name, "progress", t.plan.liveness.timeout, t.invocation)]
+        return self._count(now, t, result)
+
+    def progress(self, now: float, t: Tracker, result: ProbeResult) -> list[Action]:
+        """The counters of a server that timed out while it worked: moved, unreadable or flat."""
+        suspect, t.suspect = t.suspect, None
+        if suspect is None or self.restarts.held(t) or t.pending is not None:
             return []
+        if result.ok or result.skipped:
+            t.last_detail = f"{suspect.detail} (busy: its process is working; {result.detail})"
+            return []
+        detail = f"{suspect.detail}, and its process burns CPU but {result.detail}"
+        return self._count(now, t, ProbeResult(False, detail, suspect.latency_ms, timed_out=True))
+
+    def _count(self, now: float, t: Tracker, result: ProbeResult) -> list[Action]:
         threshold = t.plan.liveness.failure_threshold
         t.fails += 1
         evidence = {
@@ -76,6 +104,7 @@ class ProbeJudge:
         }
         self.reporter.emit(now, t, "probe-failed", result.detail, probe="liveness", evidence=evidence)
         if t.fails < threshold:
+            t.next_liveness = min(t.next_liveness, now + min(RETRY, t.plan.liveness.interval))
             return []
         return self.restarts.decide(
             now, t, "liveness", f"liveness failed {t.fails} times in a row: {result.detail}", evidence

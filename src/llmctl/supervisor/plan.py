@@ -6,16 +6,20 @@ across a process boundary. The long-running supervisor gets its plan from a shor
 `llmctl supervise --print-plan` child, so it never imports pydantic (about 20 MiB of
 resident memory it would keep for its whole life for a few milliseconds of use).
 
-Per-kind defaults (shared/reference/gpu-health.md §5.4):
+Per-kind defaults (after shared/reference/gpu-health.md §5.4):
 
 | kind             | liveness          | deep                         |
 | ---------------- | ----------------- | ---------------------------- |
-| llama-server     | 10 s, 5 s, 3      | idle 60, every 300, 30 s, 2  |
-| llama-cpp-python | 10 s, 5 s, 3      | idle 60, every 300, 30 s, 2  |
-| vllm             | 10 s, 10 s, 3     | idle 60, every 300, 60 s, 2  |
-| ollama           | 10 s, 5 s, 3      | off (it would load a model and renew its keep_alive) |
+| llama-server     | 5 s, 3 s, 3       | idle 60, every 300, 30 s, 2  |
+| llama-cpp-python | 5 s, 3 s, 3       | idle 60, every 300, 30 s, 2  |
+| vllm             | 5 s, 10 s, 3      | idle 60, every 300, 60 s, 2  |
+| ollama           | 5 s, 3 s, 3       | off (it would load a model and renew its keep_alive) |
 
 (interval, timeout, failure threshold). The startup budget is the backend's start_timeout.
+The reference's 10 s / 5 s made a hung server serve again only after 30-35 s; a failure is
+now confirmed by probes 1 s apart (`judge.RETRY`), so a stopped server is restarted within
+interval + 3 x timeout + 2 s. A busy server is not at risk from the shorter timeout: a
+timeout counts only when its process did no CPU work, or worked without progress.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ class StartupSettings:
 
 @dataclass(frozen=True)
 class LivenessSettings:
-    interval: float = 10.0
-    timeout: float = 5.0
+    interval: float = 5.0
+    timeout: float = 3.0
     failure_threshold: int = 3
 
 

@@ -7,6 +7,12 @@ alone. Then the breaker: `breaker.max_restarts` restarts within `breaker.window`
 instead. Then the backoff: restarts in a run are spaced backoff.initial, x2, ... up to
 backoff.max seconds; `backoff.reset_after` seconds of health end the run. Restarts by systemd
 itself (crashes) count for the breaker and the backoff too.
+
+A crash (the process exited; systemd waits RestartSec= before its own restart) is restarted at
+once when the backoff and the breaker allow a restart now: the first failure of a run costs
+its load time, not RestartSec=. A repeated one is left to RestartSec= and the unit's start
+limit (StartLimitBurst= starts in StartLimitIntervalSec=), which end a crash loop even when
+the supervisor is not running; so is one whose journal shows a failure a restart cannot fix.
 """
 
 from __future__ import annotations
@@ -46,6 +52,36 @@ class RestartBook:
 
         self.store.update(t.plan.name, change)
         self.reporter.emit(now, t, "crashed", reason, evidence=evidence)
+
+    def crashed(self, now: float, t: Tracker) -> RestartRequest | None:
+        """The unit waits for systemd's automatic restart: a restart now, or None (once per exit)."""
+        st = t.state
+        if st is None or t.restarting or t.crash_noted:
+            return None
+        t.crash_noted = True
+        reason, evidence = self.reporter.why(t, st, f"the process exited ({st.result})")
+        if "a restart cannot fix this" in reason:
+            return None  # systemd's restart and its start limit; `crashed` says why
+        record = self.store.get(t.plan.name)
+        policy = self.policy
+        wait = policy.backoff(record.streak)
+        recent = len(record.restarts_within(now, policy.breaker_window))
+        if recent >= policy.breaker_max_restarts or (
+            record.last_restart is not None and now < record.last_restart + wait
+        ):
+            self.reporter.emit(
+                now, t, "deferred",
+                f"{reason}: a repeated failure ({record.streak + 1} in this run, {recent} restarts "
+                f"within {policy.breaker_window:.0f} s): systemd restarts it after its RestartSec=",
+                probe="crash", evidence={**evidence, "backoff_s": wait, "streak": record.streak},
+            )  # fmt: skip
+            return None
+        t.restarting = True
+        t.detected_at = now
+        return RestartRequest(
+            t.plan.name, t.plan.unit, st.main_pid, "crash", f"{reason}; restarted at once", evidence,
+            detected_at=now, crashed=True,
+        )  # fmt: skip
 
     def end_run_if_healthy(self, now: float, t: Tracker) -> None:
         """Healthy for backoff.reset_after seconds: the next restart is immediate again."""
@@ -135,20 +171,37 @@ class RestartBook:
         self, now: float, t: Tracker, request: RestartRequest, outcome: RestartOutcome, detail: str = ""
     ) -> None:
         t.restarting = False
-        if outcome is RestartOutcome.BUSY:
+        if outcome is RestartOutcome.BUSY and not request.crashed:
             return  # still pending: tried again next round (dropped if a switch is under way)
         t.pending = None
-        if outcome is RestartOutcome.GONE:
+        if outcome is RestartOutcome.GONE or (request.crashed and outcome is not RestartOutcome.DONE):
+            # Someone else acted; or (a crash) systemd restarts it after RestartSec= instead.
             t.detected_at = None
             return
         policy = self.policy
 
         def change(record: BackendRecord) -> None:
-            record.restarts.append(Restart(now, request.probe))
+            if request.crashed:
+                record.restarts.append(Restart(now, "crash", by="supervisor"))
+            else:
+                record.restarts.append(Restart(now, request.probe))
             record.streak += 1
             record.last_restart = now
 
         record = self.store.update(request.backend, change)
+        if request.crashed:
+            evidence = {
+                **request.evidence,
+                "restarted_by": "supervisor",
+                "waited_s": round(now - request.detected_at, 3),
+                "restarts_in_window": len(record.restarts_within(now, policy.breaker_window)),
+                "next_backoff_s": policy.backoff(record.streak),
+            }
+            self.reporter.emit(now, t, "crashed", request.reason, evidence=evidence)
+            t.phase = "starting"
+            t.up = False
+            t.healthy_since = None
+            return
         evidence = {
             **request.evidence,
             "main_pid": request.main_pid,

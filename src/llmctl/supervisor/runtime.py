@@ -16,6 +16,10 @@ A restart takes the state lock without waiting (so it never fights a switch or a
 that the unit still runs the process that was judged, stops it, waits until its processes
 (and, with NVML, their GPU memory) are gone, starts it without waiting, and lets go of the
 lock: the readiness gate of the unit and the next rounds tell whether it serves again.
+
+A worker thread waits on the backends' main processes (`exits`): when one exits, a round runs
+at once, and a crashed unit that systemd would restart only after RestartSec= is restarted
+now when the engine allows it (`restart_unit` of a crashed unit).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from llmctl.errors import LlmctlError
 from llmctl.lock import state_lock
 from llmctl.supervisor import EVENTS_FILE, events, probes
 from llmctl.supervisor.engine import Engine, ProbeRequest, ProbeResult, RestartOutcome, RestartRequest
+from llmctl.supervisor.exits import ExitWait
 from llmctl.supervisor.metrics import Metrics
 from llmctl.supervisor.plan import Plan
 from llmctl.supervisor.store import Store
@@ -47,6 +52,9 @@ STOP_TIMEOUT = 90  # systemctl stop waits for TimeoutStopSec= (60 s) and then SI
 GONE_TIMEOUT = 15.0
 GPU_FREE_TIMEOUT = 10.0
 MAX_TICK = 1.0
+EXIT_WAIT = 30.0  # seconds one exit wait lasts before it is renewed (the pids change sooner)
+EXIT_SETTLE = 0.05  # after an exit, rounds this often until systemd has noticed it too
+EXIT_SETTLE_MAX = 3.0
 APPLIED_CONFIG = "applied-config.yaml"
 SERVING_FILE = "state.json"
 
@@ -134,7 +142,11 @@ def wait_gpu_released(pids: list[int], timeout: float) -> None:
 
 
 def restart_unit(request: RestartRequest, state_dir: Path) -> tuple[RestartOutcome, str]:
-    """Stop, wait until gone, start (no wait): under the state lock, never waiting for it."""
+    """Stop, wait until gone, start (no wait): under the state lock, never waiting for it.
+
+    A crashed unit (`request.crashed`) is only started, now rather than after RestartSec=, and
+    only while systemd still waits to restart it (SubState auto-restart): a process that runs
+    is never touched."""
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(state_lock(state_dir, f"supervisor: restart {request.backend}", wait=False))
@@ -145,6 +157,12 @@ def restart_unit(request: RestartRequest, state_dir: Path) -> tuple[RestartOutco
             if transaction.pending(state_dir) is not None:
                 return RestartOutcome.BUSY, "a switch is under way"
             state = systemd.show([request.unit]).get(request.unit)
+            if request.crashed:
+                if state is None or state.sub_state != "auto-restart":
+                    return RestartOutcome.GONE, "systemd restarted it already"
+                # A restart job ends systemd's wait (auto-restart becomes dead) and starts it.
+                systemd.restart([request.unit], block=False)
+                return RestartOutcome.DONE, ""
             if state is None or state.active_state != "active" or state.main_pid != request.main_pid:
                 return RestartOutcome.GONE, "the unit changed before the restart"
             pids = procs.cgroup_pids(state.control_group) or [state.main_pid]
@@ -184,7 +202,9 @@ class Supervisor:
         self.pool = ThreadPoolExecutor(
             max_workers=max(4, 2 * len(plan.backends) + 2), thread_name_prefix="probe"
         )
-        self.futures: dict[Future[Any], ProbeRequest | RestartRequest | str] = {}
+        self.futures: dict[Future[Any], ProbeRequest | RestartRequest | str | ExitWait] = {}
+        self.exit_wait: ExitWait | None = None
+        self.exited: dict[int, float] = {}  # pid -> when it exited, until systemd shows it gone
         self.inputs = [state_dir / APPLIED_CONFIG, state_dir / SERVING_FILE, config_path]
         self.seen_inputs = _signature(self.inputs)
         self.ready = False
@@ -217,6 +237,8 @@ class Supervisor:
         backend = next(b for b in self.engine.plan.backends if b.name == request.backend)
         if request.probe == "deep":
             return probes.deep(self.http, backend, request.timeout)
+        if request.probe == "progress":
+            return probes.progress(self.http, backend, request.timeout)
         return probes.liveness(self.http, backend, request.timeout)
 
     def _submit(self, actions: list[ProbeRequest | RestartRequest]) -> list[Future[Any]]:
@@ -236,6 +258,15 @@ class Supervisor:
             action = self.futures.pop(future)
             if self.first_round is not None:
                 self.first_round.discard(future)
+            if isinstance(action, ExitWait):
+                if action is self.exit_wait:
+                    self.exit_wait = None
+                try:
+                    gone = future.result()
+                except Exception:  # a failed wait is renewed; the rounds still look
+                    gone = []
+                self.exited.update(dict.fromkeys(gone, now))
+                continue
             if isinstance(action, str):  # a new plan
                 try:
                     plan = future.result()
@@ -304,6 +335,23 @@ class Supervisor:
             self.metrics.streak.labels(name).set(record.streak)
         return submitted
 
+    def _watch_exits(self, now: float) -> None:
+        """Keep one exit wait on the main processes systemd shows; forget exits it has seen."""
+        shown = {t.state.main_pid for t in self.engine.trackers.values() if t.state and t.state.main_pid > 0}
+        self.exited = {
+            pid: at for pid, at in self.exited.items() if pid in shown and now - at < EXIT_SETTLE_MAX
+        }
+        pids = frozenset(shown - set(self.exited))
+        current = self.exit_wait
+        if current is not None and current.pids == pids:
+            return
+        if current is not None:
+            current.cancel()
+        self.exit_wait = None
+        if pids:
+            self.exit_wait = ExitWait(pids)
+            self.futures[self.pool.submit(self.exit_wait.run, EXIT_WAIT)] = self.exit_wait
+
     def _replan_if_changed(self) -> None:
         signature = _signature(self.inputs)
         if signature == self.seen_inputs or any(isinstance(a, str) for a in self.futures.values()):
@@ -328,20 +376,26 @@ class Supervisor:
             self._replan_if_changed()
             # While a changed config is being read, the old plan may name old ports: wait.
             replanning = any(isinstance(a, str) for a in self.futures.values())
-            if self.first_round is None or (self.engine.due(now) and not replanning):
+            # A process exited: look now, and again until systemd shows it gone.
+            if self.first_round is None or ((self.engine.due(now) or self.exited) and not replanning):
                 submitted = self._round(now)
                 if self.first_round is None:
                     self.first_round = set(submitted)
+            self._watch_exits(now)
             if not self.ready and self.first_round is not None and not self.first_round:
                 self.ready = True
                 self.notifier.notify(f"READY=1\nSTATUS={self.engine.summary()}")
             self._notify()
             timeout = min(MAX_TICK, max(0.05, self.engine.next_wakeup(now) - time.time()))
+            if self.exited:
+                timeout = EXIT_SETTLE
             if self.futures:
                 wait(list(self.futures), timeout=timeout, return_when=FIRST_COMPLETED)
             else:
                 self.stop.wait(timeout)
         self.notifier.notify("STOPPING=1")
+        if self.exit_wait is not None:
+            self.exit_wait.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmctl.supervisor.actions import Invocation, RestartRequest
+from llmctl.supervisor.actions import Invocation, ProbeResult, RestartRequest
 from llmctl.supervisor.plan import BackendPlan
 from llmctl.systemd import UnitState
 
@@ -22,7 +22,7 @@ class Tracker:
     deep_fails: int = 0
     next_liveness: float = 0.0
     next_deep: float | None = None
-    inflight: set[str] = field(default_factory=set)  # "liveness" (also startup), "deep"
+    inflight: set[str] = field(default_factory=set)  # "liveness" (also startup, progress), "deep"
     last_busy: float = 0.0
     working: bool = False  # its main process used CPU between the last two samples
     cpu: tuple[float, float, int] | None = None  # (when, cpu seconds, pid)
@@ -34,9 +34,13 @@ class Tracker:
     deferred_noted: bool = False
     restarting: bool = False
     failed_noted: str | None = None
+    # A liveness timeout while the process worked, waiting for the progress probe's verdict.
+    suspect: ProbeResult | None = None
+    crash_noted: bool = False  # this wait for systemd's restart (auto-restart) was handled
 
     def reset_counts(self) -> None:
         self.fails = 0
         self.deep_fails = 0
         self.pending = None
         self.deferred_noted = False
+        self.suspect = None
