@@ -117,8 +117,8 @@ def load(paths: Paths, snapshot_id: str) -> Snapshot:
 def resolve_id(paths: Paths, ref: str) -> str:
     """An exact id, a unique prefix of one, `latest`, or `previous` (the one before the latest).
 
-    `latest` and `previous` skip snapshots whose manifest is corrupt: they are what a rollback
-    would use (and `load` then verifies every file).
+    `latest` and `previous` skip snapshots whose manifest is corrupt (for show and diff); a
+    plain rollback does not: it refuses a corrupt newest snapshot (llmctl.recovery).
     """
     snapshots = list_snapshots(paths)
     if ref in ("latest", "previous"):
