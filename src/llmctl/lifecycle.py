@@ -65,6 +65,7 @@ class UpResult:
 def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> None:
     """Refuse before changing anything: missing executables, model files, ports taken."""
     problems = []
+    taken = False
     for unit in units:
         if resolve_executable(unit.command) is None:
             problems.append(f"{unit.name}: executable '{unit.command}' not found")
@@ -77,12 +78,14 @@ def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> 
         if not ours and procs.port_in_use(unit.host, unit.port):
             owner = procs.port_owner(unit.port) or "another process"
             problems.append(f"{unit.name}: port {unit.port} is already in use by {owner}")
+            taken = True
     if problems:
         raise LlmctlError(
             f"cannot start: {len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was changed",
             details=problems,
             hint="Fix the config (llmctl validate --strict) or free the port, then run llmctl up again.",
-            exit_code=ExitCode.USAGE,
+            # A port another process holds is this machine's state, not a bad config or argument.
+            exit_code=ExitCode.FAILED if taken else ExitCode.USAGE,
         )
 
 

@@ -80,7 +80,7 @@ def run(
         stderr = (result.stderr or "").strip()
         if _manager_unreachable(stderr):
             raise LlmctlError(
-                "no systemd user manager is reachable", hint=NO_MANAGER_HINT, exit_code=ExitCode.FAILED
+                "no systemd user manager is reachable", hint=NO_MANAGER_HINT, exit_code=ExitCode.NOT_RUNNING
             )
         raise LlmctlError(
             f"`{shlex.join(argv)}` failed with exit status {result.returncode}"
@@ -133,6 +133,7 @@ def require_manager() -> None:
             "no systemd user manager is reachable"
             + ("" if os.environ.get("XDG_RUNTIME_DIR") else " (XDG_RUNTIME_DIR is not set)"),
             hint=NO_MANAGER_HINT,
+            exit_code=ExitCode.NOT_RUNNING,  # nothing of the stack can be running without one
         )
 
 

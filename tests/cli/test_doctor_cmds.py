@@ -84,8 +84,12 @@ def test_json(tmp_path: Path, probes: dict[str, Any], capsys: pytest.CaptureFixt
     probes["manager_reachable"] = lambda: False
     code, out, _ = run(capsys, "--config", str(tmp_path / "none.yaml"), "doctor", "--json")
     envelope = json.loads(out)
-    assert code == 1 and envelope["ok"] is False and envelope["data"]["status"] == "fail"
-    assert [c["name"] for c in envelope["data"]["checks"] if c["status"] == "fail"] == [
+    assert code == 1 and envelope["ok"] is False and "data" not in envelope
+    error = envelope["error"]
+    assert (error["exit_code"], error["message"]) == (1, "2 check(s) failed: config, user-manager")
+    assert [line.split(":")[0] for line in error["details"]] == ["config", "user-manager"]
+    assert error["report"]["status"] == "fail"
+    assert [c["name"] for c in error["report"]["checks"] if c["status"] == "fail"] == [
         "config",
         "user-manager",
     ]

@@ -14,6 +14,7 @@ When either is missing the tests are skipped, except in CI (``CI`` set) or with
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -182,6 +183,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def json_result(stdout: str) -> Any:
+    """What a `--json` command found: its `data` when ok, else its `error.report` (an unhealthy
+    status's units, a failing doctor's checks): the envelope never carries both."""
+    envelope = json.loads(stdout)
+    return envelope["data"] if envelope["ok"] else envelope["error"]["report"]
 
 
 @pytest.fixture(name="free_port")

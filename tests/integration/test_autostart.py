@@ -3,7 +3,6 @@ stack back serving without any llmctl command."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import WITH_USER_MANAGER, Provisioned, UserManager
+from tests.integration.conftest import WITH_USER_MANAGER, Provisioned, UserManager, json_result
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_enabled_stack_comes_back_after_a_new_user_manager(
     deadline = time.monotonic() + 60
     while True:
         status = inside(tmp_path / "boot2", *llmctl, "status", "--json")
-        units = json.loads(status.stdout)["data"]["units"]
+        units = json_result(status.stdout)["units"]
         if status.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -104,4 +103,4 @@ def test_enabled_stack_comes_back_after_a_new_user_manager(
     time.sleep(2)
     status = inside(tmp_path / "boot3", *llmctl, "status", "--json")
     assert status.returncode == 3
-    assert json.loads(status.stdout)["data"]["units"][0]["active_state"] == "inactive"
+    assert json_result(status.stdout)["units"][0]["active_state"] == "inactive"

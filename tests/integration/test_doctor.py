@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import Provisioned, UserManager
+from tests.integration.conftest import Provisioned, UserManager, json_result
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -69,7 +69,7 @@ def doctor(config: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     envelope = json.loads(result.stdout)
     assert envelope["command"] == "doctor"
     assert envelope["ok"] is (result.returncode == 0)
-    return result.returncode, {c["name"]: c for c in envelope["data"]["checks"]}
+    return result.returncode, {c["name"]: c for c in json_result(result.stdout)["checks"]}
 
 
 def test_doctor_on_a_real_stack_then_a_squatted_port_and_a_hand_edited_unit(

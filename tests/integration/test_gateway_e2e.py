@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from llmctl.smoke_model import write_smoke_model
-from tests.integration.conftest import Provisioned, UserManager, free_port
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 
@@ -77,7 +76,7 @@ class Stack:
         )
 
     def units(self) -> dict[str, Any]:
-        return {u["name"]: u for u in json.loads(self.run("status", "--json").stdout)["data"]["units"]}
+        return {u["name"]: u for u in json_result(self.run("status", "--json").stdout)["units"]}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from llmctl.paths import Paths
-from tests.integration.conftest import Provisioned, UserManager, free_port
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 SUPERVISOR = "llmctl-supervisor.service"
@@ -163,7 +163,7 @@ def test_a_frozen_server_is_restarted_and_serves_again(stack: Stack) -> None:
     entries = [json.loads(line) for line in journal.splitlines() if line.strip()]
     assert entries and entries[-1]["LLMCTL_PROBE"] == "liveness", journal[-2000:]
     # status shows the last event per backend.
-    rows = {u["name"]: u for u in json.loads(stack.run("status", "--json").stdout)["data"]["units"]}
+    rows = {u["name"]: u for u in json_result(stack.run("status", "--json").stdout)["units"]}
     assert rows["native"]["last_event"]["event"] in ("restart", "recovered")
     assert rows["supervisor"]["health"] == "ok" and rows["supervisor"]["kind"] == "supervisor"
     events = stack.run("events", "--json", "--since", "10m")

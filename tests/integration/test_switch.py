@@ -19,7 +19,7 @@ import yaml
 
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, stack_up
+from tests.integration.conftest import Provisioned, UserManager, json_result, stack_up
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 
@@ -89,7 +89,7 @@ class SwitchStack:
         ]
 
     def native_pid(self) -> int:
-        units = json.loads(self.run("status", "--json").stdout)["data"]["units"]
+        units = json_result(self.run("status", "--json").stdout)["units"]
         return int(next(u for u in units if u["name"] == "native")["main_pid"])
 
     def chat(self, model: str, client: httpx.Client | None = None) -> httpx.Response:
@@ -159,7 +159,7 @@ def test_switch_moves_the_route_with_the_model(stack: SwitchStack, user_manager:
     # The old id is no longer routed here: a clear error, never beta's answer.
     stale = stack.chat("alpha")
     assert stale.status_code in (400, 404), stale.text
-    units = {u["name"]: u for u in json.loads(stack.run("status", "--json").stdout)["data"]["units"]}
+    units = {u["name"]: u for u in json_result(stack.run("status", "--json").stdout)["units"]}
     assert units["native"]["models"] == ["beta"] and units["native"]["health"] == "ok"
     assert "beta" in units["gateway"]["models"] and "alpha" not in units["gateway"]["models"]
     history = (
@@ -316,7 +316,7 @@ class GpuStack:
         )  # fmt: skip
 
     def pid(self) -> int:
-        return int(json.loads(self.run("status", "--json").stdout)["data"]["units"][0]["main_pid"])
+        return int(json_result(self.run("status", "--json").stdout)["units"][0]["main_pid"])
 
     def serves(self) -> list[str]:
         data = httpx.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=5).json()["data"]

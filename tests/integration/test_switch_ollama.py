@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import UserManager, free_port, stack_up
+from tests.integration.conftest import UserManager, free_port, json_result, stack_up
 from tests.integration.fake_ollama import install_fake_ollama
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
@@ -63,7 +63,7 @@ def stack(user_manager: UserManager, tmp_path: Path) -> Iterator[Stack]:
 
 def test_switching_loads_models_into_the_running_ollama(stack: Stack) -> None:
     assert stack.loaded() == []
-    pid = json.loads(stack.run("status", "--json").stdout)["data"]["units"][0]["main_pid"]
+    pid = json_result(stack.run("status", "--json").stdout)["units"][0]["main_pid"]
 
     result = stack.run("switch", "llama3", "--json")
     assert result.returncode == 0, result.stderr
@@ -72,7 +72,7 @@ def test_switching_loads_models_into_the_running_ollama(stack: Stack) -> None:
 
     assert stack.run("switch", "mistral").returncode == 0
     assert stack.loaded() == ["llama3:8b", "mistral:latest"]  # room for both: nothing unloaded
-    assert json.loads(stack.run("status", "--json").stdout)["data"]["units"][0]["main_pid"] == pid
+    assert json_result(stack.run("status", "--json").stdout)["units"][0]["main_pid"] == pid
 
 
 def test_a_model_ollama_does_not_have_is_refused_before_anything(stack: Stack) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from llmctl.smoke_model import write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
 from tests.integration.fake_vllm import install_fake_vllm
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
@@ -85,7 +85,7 @@ class Stack:
         return bool(self.vllm("GET", "/is_sleeping").json()["is_sleeping"])
 
     def main_pid(self, name: str) -> int:
-        units = json.loads(self.run("status", "--json").stdout)["data"]["units"]
+        units = json_result(self.run("status", "--json").stdout)["units"]
         return int(next(u for u in units if u["name"] == name)["main_pid"])
 
     def native_serves(self) -> list[str]:
@@ -105,7 +105,7 @@ def test_switching_to_the_model_a_sleeping_vllm_holds_wakes_it_without_a_restart
     assert stack.vllm("POST", "/sleep?level=1").status_code == 200
     assert stack.asleep()
     status = stack.run("status", "--json")
-    big = next(u for u in json.loads(status.stdout)["data"]["units"] if u["name"] == "big")
+    big = next(u for u in json_result(status.stdout)["units"] if u["name"] == "big")
     assert status.returncode == 3  # asleep is not serving
     assert (big["health"], big["health_detail"]) == ("loading", "asleep (llmctl switch qwen wakes it)")
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from llmctl.transaction import PAUSE_VARIABLE
-from tests.integration.conftest import Provisioned, UserManager
+from tests.integration.conftest import Provisioned, UserManager, json_result
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 
@@ -285,4 +285,4 @@ def test_two_switches_at_once(stack: Stack) -> None:
 
 
 def status_units(stack: Stack) -> dict[str, Any]:
-    return {u["name"]: u for u in json.loads(stack.run("status", "--json").stdout)["data"]["units"]}
+    return {u["name"]: u for u in json_result(stack.run("status", "--json").stdout)["units"]}

@@ -66,15 +66,28 @@ def cli(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = AppContext(config_option=config_option)
 
 
-def _command_name(args: list[str]) -> str:
-    """The subcommand in argv, for the JSON error envelope (global options take values)."""
+def command_path(args: list[str]) -> str:
+    """The command in argv as its full path (`snapshot list`), for the JSON error envelope.
+
+    Walks the command tree through groups only, so an argument of the command itself (a model
+    id, a snapshot id) is never taken for a subcommand; global options take values.
+    """
+    path: list[str] = []
+    command: click.Command = cli
+    ctx = click.Context(cli)
     words = iter(args)
     for word in words:
         if word == "--config":
             next(words, None)
         elif not word.startswith("-"):
-            return word
-    return ""
+            if not isinstance(command, click.Group):
+                break
+            sub = command.get_command(ctx, word)
+            path.append(word)
+            if sub is None:
+                break
+            command = sub
+    return " ".join(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,15 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=args, prog_name="llmctl", standalone_mode=False)
     except LlmctlError as err:
-        command = _command_name(args)
-        emit_error(err, command=command, as_json="--json" in args)
+        emit_error(err, command=command_path(args), as_json="--json" in args)
         return int(err.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return int(ExitCode.FAILED)
     except click.ClickException as err:
-        err.show()
-        return int(ExitCode.USAGE) if err.exit_code == 2 else int(err.exit_code)
+        code = ExitCode.USAGE if err.exit_code == 2 else ExitCode.FAILED
+        if "--json" in args:
+            # A program that asked for JSON gets the envelope for a bad argument too.
+            path = command_path(args)
+            hint = " ".join(["llmctl", *path.split(), "--help"])
+            emit_error(
+                LlmctlError(err.format_message(), hint=hint, exit_code=code), command=path, as_json=True
+            )
+        else:
+            err.show()
+        return int(code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130

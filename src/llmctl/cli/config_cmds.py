@@ -9,10 +9,8 @@ from pathlib import Path
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json, warn
-from llmctl.errors import ExitCode
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+from llmctl.cli.output import emit_failure, emit_json, json_option, warn
+from llmctl.errors import ExitCode, LlmctlError
 
 
 @click.command()
@@ -95,8 +93,9 @@ def stage(files: dict[str, str], staging: Path) -> Path:
 
 @click.command()
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there are differences.")
+@json_option
 @click.pass_obj
-def diff(app: AppContext, exit_code: bool) -> int:
+def diff(app: AppContext, exit_code: bool, as_json: bool) -> int:
     """Show how the installed files differ from what the config renders."""
     from llmctl.install import ChangeKind, compare  # noqa: PLC0415
 
@@ -104,6 +103,17 @@ def diff(app: AppContext, exit_code: bool) -> int:
     changes = [
         c for c in compare(app.render(loaded), app.paths.config_home) if c.kind != ChangeKind.UNCHANGED
     ]
+    if as_json:
+        data = {"changes": [{"path": c.path, "change": c.kind, "diff": c.unified_diff()} for c in changes]}
+        if exit_code and changes:
+            differs = LlmctlError(
+                f"{len(changes)} installed file(s) differ from what the config renders",
+                details=[f"{c.kind.value} {c.path}" for c in changes],
+                hint="llmctl up installs what the config renders.",
+            )
+            return emit_failure("diff", differs, report=data)
+        emit_json("diff", data)
+        return 0
     for change in changes:
         click.echo(change.unified_diff(), nl=False)
     return int(ExitCode.FAILED) if (exit_code and changes) else 0

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json
-from llmctl.errors import ExitCode
+from llmctl.cli.output import emit_failure, emit_json, json_option
+from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.doctor import Check
@@ -43,7 +43,7 @@ def format_checks(checks: Sequence[Check], *, color: bool = False, verbose: bool
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+@json_option
 @click.option("-v", "--verbose", is_flag=True, help="Show the details of passing checks too.")
 @click.pass_obj
 def doctor(app: AppContext, as_json: bool, verbose: bool) -> int:
@@ -56,18 +56,22 @@ def doctor(app: AppContext, as_json: bool, verbose: bool) -> int:
     checks = doctor_mod.run(app.paths, app.config_path)
     failed = any(c.status == "fail" for c in checks)
     if as_json:
-        emit_json(
-            "doctor",
-            {
-                "status": doctor_mod.worst([c.status for c in checks]),
-                "checks": [c.as_dict() for c in checks],
-            },
-            ok=not failed,
+        report = {
+            "status": doctor_mod.worst([c.status for c in checks]),
+            "checks": [c.as_dict() for c in checks],
+        }
+        if not failed:
+            emit_json("doctor", report)
+            return int(ExitCode.OK)
+        bad = [c for c in checks if c.status == "fail"]
+        failure = LlmctlError(
+            f"{len(bad)} check(s) failed: {', '.join(c.name for c in bad)}",
+            details=[f"{c.name}: {c.reason}" for c in bad],
+            hint="Each failed check in error.report.checks has its fix.",
         )
-    else:
-        click.echo(
-            format_checks(checks, color=sys.stdout.isatty(), verbose=verbose), color=sys.stdout.isatty()
-        )
+        return emit_failure("doctor", failure, report=report)
+    color = sys.stdout.isatty()
+    click.echo(format_checks(checks, color=color, verbose=verbose), color=color)
     return int(ExitCode.FAILED) if failed else int(ExitCode.OK)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from llmctl.cli.context import AppContext
+from llmctl.cli.output import emit_json, json_option
 from llmctl.gateway_runtime import (
     CHILD_READY_TIMEOUT,
     CHILD_SCRIPT,
@@ -24,12 +25,17 @@ def gateway_group() -> None:
 
 
 @gateway_group.command("key")
+@json_option
 @click.pass_obj
-def gateway_key(app: AppContext) -> int:
+def gateway_key(app: AppContext, as_json: bool) -> int:
     """Print the gateway's master key (clients send it as the bearer token)."""
     from llmctl.secrets import read_gateway_key  # noqa: PLC0415
 
-    click.echo(read_gateway_key(app.paths.gateway_env_file))
+    key = read_gateway_key(app.paths.gateway_env_file)
+    if as_json:
+        emit_json("gateway key", {"key": key, "file": str(app.paths.gateway_env_file)})
+        return 0
+    click.echo(key)
     return 0
 
 
@@ -37,7 +43,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 _SECONDS = click.FloatRange(min=0.1)
 
 
-@gateway_group.command("serve")
+# Hidden, like reload-wait: the gateway unit's ExecStart= and ExecReload=, not for users.
+@gateway_group.command("serve", hidden=True)
 @click.option("--litellm-python", required=True, type=_FILE, help="The python of LiteLLM's venv.")
 @click.option("--config", "config_file", required=True, type=_FILE, help="gateway.yaml (LiteLLM's config).")
 @click.option(
@@ -86,7 +93,7 @@ def gateway_serve(
     return serve(settings, host=host, port=port)
 
 
-@gateway_group.command("reload-wait")
+@gateway_group.command("reload-wait", hidden=True)
 @click.option("--pid", required=True, type=int, help="The supervisor's pid ($MAINPID).")
 @click.option("--state", "state_file", type=_FILE, default=None, help="The supervisor's state file.")
 @click.option(

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json
-from llmctl.errors import ExitCode
+from llmctl.cli.output import emit_failure, emit_json
+from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.backends.http import HttpClient
@@ -346,10 +346,21 @@ def plan_cmd(
     loaded = app.load()
     result = make_plan(loaded.config, app.serving(loaded), model, backend, inventory_file)
     if as_json:
+        if not result.fits:
+            return emit_failure("plan", does_not_fit(result), report=result.as_dict())
         emit_json("plan", result.as_dict())
     else:
         click.echo("\n".join(plan_lines(result)))
     return 0 if result.fits else int(ExitCode.FAILED)
+
+
+def does_not_fit(plan: Plan) -> LlmctlError:
+    """The failure `plan --json` and `switch --dry-run --json` report (error.report: the plan)."""
+    return LlmctlError(
+        f"{plan.model} does not fit on {plan.backend}: short by {_human(plan.short_by)} "
+        "even after every allowed eviction",
+        hint="A smaller model, a smaller context or KV cache type, or stop what is pinned.",
+    )
 
 
 def register(group: click.Group) -> None:

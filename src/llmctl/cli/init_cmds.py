@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json
+from llmctl.cli.output import emit_json, json_option
 from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ DEMO_ONLY = ("port_base", "model", "llama_server", "llama_cpp_python", "litellm"
     "--llama-cpp-python", type=_PATH, help="--demo: a python with llama_cpp.server [default: found]."
 )
 @click.option("--litellm", type=_PATH, help="--demo: LiteLLM's `litellm` [default: found].")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+@json_option
 @click.pass_obj
 def init(
     app: AppContext,

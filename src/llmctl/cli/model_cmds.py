@@ -6,18 +6,21 @@ from pathlib import Path
 
 import click
 
+from llmctl.cli.output import emit_json, json_option
 from llmctl.errors import ExitCode, LlmctlError
 
 
-@click.group("model")
+# Hidden with its only command: smoke models are for the tests and the demo (scripts/demo).
+@click.group("model", hidden=True)
 def model_group() -> None:
     """Model files."""
 
 
-@model_group.command("smoke")
+@model_group.command("smoke", hidden=True)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
-def smoke(path: Path, seed: int) -> int:
+@json_option
+def smoke(path: Path, seed: int, as_json: bool) -> int:
     """Write a tiny random-weight llama GGUF to PATH for smoke tests.
 
     Its output is noise: it exists to prove that servers start, load a model and answer,
@@ -33,6 +36,9 @@ def smoke(path: Path, seed: int) -> int:
         raise LlmctlError(str(exc), hint="reinstall llmctl (gguf is a dependency)") from None
     except (OSError, ValueError) as exc:
         raise LlmctlError(f"cannot write {path}: {exc}", exit_code=ExitCode.FAILED) from None
+    if as_json:
+        emit_json("model smoke", {"path": str(written), "seed": seed})
+        return 0
     click.echo(f"{written}: smoke-test model (random weights, output is noise)")
     return 0
 

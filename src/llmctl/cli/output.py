@@ -1,10 +1,16 @@
 """Rendering results: plain text for people, a versioned JSON envelope for programs.
 
-JSON envelope (stable; bump RESULT_VERSION on incompatible changes):
-    {"llmctl_result_version": 1, "command": "status", "ok": true, "data": {...}}
-and on failure:
-    {"llmctl_result_version": 1, "command": "up", "ok": false,
-     "error": {"message": "...", "hint": "...", "details": [...], "exit_code": 1}}
+JSON envelope (stable; bump RESULT_VERSION on incompatible changes; result.schema.json next
+to this file is its JSON Schema, and tests/cli/test_json_envelope.py runs every command
+against it):
+    {"llmctl_result_version": 1, "command": "snapshot list", "ok": true, "data": {...}}
+and on failure, always `error` and never `data`:
+    {"llmctl_result_version": 1, "command": "status", "ok": false,
+     "error": {"message": "...", "hint": "..." | null, "details": ["..."], "exit_code": 3,
+               "report": {...} | null}}
+`command` is the full command path (`snapshot list`, `gateway key`); `report` is what the
+command found when that explains the failure (status's units, doctor's checks, plan's plan),
+in the shape `data` has on success.
 """
 
 from __future__ import annotations
@@ -18,27 +24,49 @@ import click
 from llmctl.errors import LlmctlError
 
 RESULT_VERSION = 1
+SCHEMA_FILE = "result.schema.json"
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON result (the llmctl envelope)."
+)
 
 
-def emit_json(command: str, data: Any, *, ok: bool = True) -> None:
-    envelope = {"llmctl_result_version": RESULT_VERSION, "command": command, "ok": ok, "data": data}
+def _print(envelope: dict[str, Any]) -> None:
     click.echo(json.dumps(envelope, indent=2, default=str))
+
+
+def emit_json(command: str, data: Any) -> None:
+    """A success: `data` is the command's result."""
+    _print({"llmctl_result_version": RESULT_VERSION, "command": command, "ok": True, "data": data})
+
+
+def error_object(err: LlmctlError, report: Any = None) -> dict[str, Any]:
+    return {
+        "message": err.message,
+        "hint": err.hint,
+        "details": list(err.details),
+        "exit_code": int(err.exit_code),
+        "report": report,
+    }
+
+
+def emit_failure(command: str, err: LlmctlError, report: Any = None) -> int:
+    """A failure that is the command's finding (unhealthy, does not fit), not an exception:
+    the envelope carries `error` with the report that explains it. Returns the exit code."""
+    _print(
+        {
+            "llmctl_result_version": RESULT_VERSION,
+            "command": command,
+            "ok": False,
+            "error": error_object(err, report),
+        }
+    )
+    return int(err.exit_code)
 
 
 def emit_error(err: LlmctlError, *, command: str, as_json: bool) -> None:
     if as_json:
-        envelope = {
-            "llmctl_result_version": RESULT_VERSION,
-            "command": command,
-            "ok": False,
-            "error": {
-                "message": err.message,
-                "hint": err.hint,
-                "details": err.details,
-                "exit_code": int(err.exit_code),
-            },
-        }
-        click.echo(json.dumps(envelope, indent=2))
+        emit_failure(command, err)
         return
     color = sys.stderr.isatty()
     click.echo(click.style("llmctl: error: ", fg="red", bold=True) + err.message, err=True, color=color)

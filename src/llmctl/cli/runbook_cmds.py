@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from llmctl.cli.context import AppContext
+from llmctl.cli.output import emit_json, json_option
 from llmctl.errors import ConfigError
 
 
@@ -43,18 +44,26 @@ def _values(app: AppContext, backend: str | None) -> dict[str, str]:
 @click.command()
 @click.argument("name", required=False)
 @click.option("--backend", help="Fill in this backend's unit and port (default: the first one).")
+@json_option
 @click.pass_obj
-def runbook(app: AppContext, name: str | None, backend: str | None) -> int:
+def runbook(app: AppContext, name: str | None, backend: str | None, as_json: bool) -> int:
     """List the runbooks, or print NAME with your unit names, ports and paths."""
     from llmctl import runbooks  # noqa: PLC0415
 
     if name is None:
         books = runbooks.list_runbooks()
+        if as_json:
+            emit_json("runbook", {"runbooks": [{"name": b.name, "title": b.title} for b in books]})
+            return 0
         width = max(len(b.name) for b in books)
         for book in books:
             click.echo(f"{book.name.ljust(width)}  {book.title}")
         return 0
-    click.echo(runbooks.render(name, _values(app, backend)), nl=False)
+    text = runbooks.render(name, _values(app, backend))
+    if as_json:
+        emit_json("runbook", {"name": name, "text": text})
+        return 0
+    click.echo(text, nl=False)
     return 0
 
 

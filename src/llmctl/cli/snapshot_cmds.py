@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json, warn
+from llmctl.cli.output import emit_failure, emit_json, json_option, warn
 from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.snapshots import Snapshot
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
 id_argument = click.argument("ref", metavar="ID")
 
 
@@ -144,8 +143,9 @@ def show(app: AppContext, ref: str, as_json: bool) -> int:
 @id_argument
 @click.argument("other", metavar="[ID2]", default="current")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there are differences.")
+@json_option
 @click.pass_obj
-def diff_cmd(app: AppContext, ref: str, other: str, exit_code: bool) -> int:
+def diff_cmd(app: AppContext, ref: str, other: str, exit_code: bool, as_json: bool) -> int:
     """Unified diff of config, units, gateway file and active models from ID to ID2.
 
     ID2 defaults to `current`: what is installed now (and the config in use).
@@ -158,6 +158,13 @@ def diff_cmd(app: AppContext, ref: str, other: str, exit_code: bool) -> int:
     else:
         b = snapshots.load(app.paths, snapshots.resolve_id(app.paths, other))
         text = snapshots.diff(app.paths, a, b)
+    if as_json:
+        data = {"from": a.id, "to": other, "differs": bool(text), "diff": text}
+        if exit_code and text:
+            differs = LlmctlError(f"snapshot {a.id} and {other} differ", hint="error.report.diff shows how.")
+            return emit_failure("snapshot diff", differs, report=data)
+        emit_json("snapshot diff", data)
+        return 0
     click.echo(text, nl=False)
     if not text:
         click.echo(f"no differences between {a.id} and {other}", err=True)
@@ -167,8 +174,9 @@ def diff_cmd(app: AppContext, ref: str, other: str, exit_code: bool) -> int:
 @snapshot_group.command("delete")
 @id_argument
 @click.option("--force", is_flag=True, help="Delete it even if it is pinned.")
+@json_option
 @click.pass_obj
-def delete(app: AppContext, ref: str, force: bool) -> int:
+def delete(app: AppContext, ref: str, force: bool, as_json: bool) -> int:
     """Delete a snapshot (a corrupt one too)."""
     from llmctl import snapshots  # noqa: PLC0415
     from llmctl.lock import state_lock  # noqa: PLC0415
@@ -176,27 +184,32 @@ def delete(app: AppContext, ref: str, force: bool) -> int:
     with state_lock(app.paths.state_dir, "snapshot delete"):
         snapshot_id = snapshots.resolve_id(app.paths, ref)
         snapshots.delete(app.paths, snapshot_id, force=force)
+    if as_json:
+        emit_json("snapshot delete", {"id": snapshot_id, "deleted": True})
+        return 0
     click.echo(f"deleted snapshot {snapshot_id}")
     return 0
 
 
 @snapshot_group.command("pin")
 @id_argument
+@json_option
 @click.pass_obj
-def pin(app: AppContext, ref: str) -> int:
+def pin(app: AppContext, ref: str, as_json: bool) -> int:
     """Keep a snapshot whatever the retention count says."""
-    return _pin(app, ref, pinned=True)
+    return _pin(app, ref, pinned=True, as_json=as_json)
 
 
 @snapshot_group.command("unpin")
 @id_argument
+@json_option
 @click.pass_obj
-def unpin(app: AppContext, ref: str) -> int:
+def unpin(app: AppContext, ref: str, as_json: bool) -> int:
     """Let retention delete a snapshot again (the next snapshot taken prunes)."""
-    return _pin(app, ref, pinned=False)
+    return _pin(app, ref, pinned=False, as_json=as_json)
 
 
-def _pin(app: AppContext, ref: str, *, pinned: bool) -> int:
+def _pin(app: AppContext, ref: str, *, pinned: bool, as_json: bool) -> int:
     from llmctl import snapshots  # noqa: PLC0415
     from llmctl.lock import state_lock  # noqa: PLC0415
 
@@ -204,6 +217,9 @@ def _pin(app: AppContext, ref: str, *, pinned: bool) -> int:
     with state_lock(app.paths.state_dir, f"snapshot {verb}"):
         snapshot_id = snapshots.resolve_id(app.paths, ref)
         (snapshots.pin if pinned else snapshots.unpin)(app.paths, snapshot_id)
+    if as_json:
+        emit_json(f"snapshot {verb}", {"id": snapshot_id, "pinned": pinned})
+        return 0
     click.echo(f"{verb}ned snapshot {snapshot_id}")
     return 0
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json, warn
-from llmctl.errors import ExitCode
+from llmctl.cli.output import emit_failure, emit_json, json_option, warn
+from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.stack import StackUnit
+    from llmctl.status import StackStatus
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
 names_argument = click.argument("names", nargs=-1, metavar="[NAME]...")
 no_wait_option = click.option(
     "--no-wait", is_flag=True, help="Fail at once if another llmctl holds the lock."
@@ -139,8 +139,9 @@ def down(app: AppContext, names: tuple[str, ...], no_wait: bool, as_json: bool) 
 @click.command()
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.option("--timeout", type=click.FloatRange(min=1))
+@json_option
 @click.pass_obj
-def restart(app: AppContext, names: tuple[str, ...], timeout: float | None) -> int:
+def restart(app: AppContext, names: tuple[str, ...], timeout: float | None, as_json: bool) -> int:
     """Restart units and wait until they serve again."""
     from llmctl import lifecycle  # noqa: PLC0415
 
@@ -152,12 +153,15 @@ def restart(app: AppContext, names: tuple[str, ...], timeout: float | None) -> i
             app.paths,
             names,
             timeout=timeout,
-            progress=printer,
+            progress=None if as_json else printer,
             on_message=_message,
             serving=app.serving(loaded),
         )
     finally:
         printer.done()
+    if as_json:
+        emit_json("restart", {"units": [{"unit": o.unit, "seconds": round(o.seconds, 2)} for o in outcomes]})
+        return 0
     for outcome in outcomes:
         click.echo(f"{outcome.unit}: restarted in {outcome.seconds:.1f}s")
     return 0
@@ -180,7 +184,10 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
     while True:
         result = status_mod.collect(loaded.config, app.serving(loaded), config_home=app.paths.config_home)
         if as_json:
-            emit_json("status", result.as_dict(), ok=result.healthy)
+            if result.healthy:
+                emit_json("status", result.as_dict())
+            else:
+                emit_failure("status", unhealthy(result), report=result.as_dict())
         else:
             if watch:
                 click.clear()
@@ -188,6 +195,21 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
         if not watch:
             return 0 if result.healthy else int(ExitCode.NOT_RUNNING)
         time.sleep(2)
+
+
+def unhealthy(result: StackStatus) -> LlmctlError:
+    """The failure `status --json` reports: which units are not healthy, and why."""
+    bad = [u for u in result.units if u.health != "ok"]
+    return LlmctlError(
+        f"not healthy: {', '.join(u.name for u in bad)}",
+        details=[
+            f"{u.name}: {u.health_detail}"
+            + (f" (llmctl runbook {u.runbook} --backend {u.name})" if u.runbook else "")
+            for u in bad
+        ],
+        hint="llmctl status shows every unit; llmctl logs NAME shows why one is not serving.",
+        exit_code=ExitCode.NOT_RUNNING,
+    )
 
 
 @click.command()
@@ -214,12 +236,16 @@ def logs(app: AppContext, names: tuple[str, ...], follow: bool, lines: int | Non
 
 
 @click.command()
+@json_option
 @click.pass_obj
-def enable(app: AppContext) -> int:
+def enable(app: AppContext, as_json: bool) -> int:
     """Start the stack at login (and at boot, with lingering)."""
     from llmctl import autostart  # noqa: PLC0415
 
     report = autostart.enable(app.paths)
+    if as_json:
+        emit_json("enable", {"enabled": True, "message": report.message, "linger_hint": report.linger_hint})
+        return 0
     click.echo(report.message)
     if report.linger_hint:
         warn(report.linger_hint)
@@ -227,12 +253,17 @@ def enable(app: AppContext) -> int:
 
 
 @click.command()
+@json_option
 @click.pass_obj
-def disable(app: AppContext) -> int:
+def disable(app: AppContext, as_json: bool) -> int:
     """Stop starting the stack at login. Running units keep running."""
     from llmctl import autostart  # noqa: PLC0415
 
-    click.echo(autostart.disable(app.paths).message)
+    report = autostart.disable(app.paths)
+    if as_json:
+        emit_json("disable", {"enabled": False, "message": report.message})
+        return 0
+    click.echo(report.message)
     return 0
 
 
@@ -240,8 +271,11 @@ def disable(app: AppContext) -> int:
 @click.argument("snapshot", required=False, metavar="[ID]")
 @click.option("--timeout", type=click.FloatRange(min=1))
 @no_wait_option
+@json_option
 @click.pass_obj
-def rollback(app: AppContext, snapshot: str | None, timeout: float | None, no_wait: bool) -> int:
+def rollback(
+    app: AppContext, snapshot: str | None, timeout: float | None, no_wait: bool, as_json: bool
+) -> int:
     """Go back to a snapshot (default: the state before the last change).
 
     The current state is snapshotted first, so a rollback can itself be undone.
@@ -257,10 +291,17 @@ def rollback(app: AppContext, snapshot: str | None, timeout: float | None, no_wa
         with state_lock(app.paths.state_dir, "rollback", wait=not no_wait, on_wait=_message):
             before, result = recovery.rollback(
                 app.paths, snapshot, config_path=config_path if config_path.is_file() else None,
-                keep=_retention(app), timeout=timeout, progress=printer, on_message=_message,
+                keep=_retention(app), timeout=timeout, progress=None if as_json else printer,
+                on_message=_message,
             )  # fmt: skip
     finally:
         printer.done()
+    if as_json:
+        emit_json("rollback", {
+            "snapshot": result.snapshot, "before": before, "files": [str(p) for p in result.files],
+            "units": [{"unit": o.unit, "action": o.action} for o in result.outcomes],
+        })  # fmt: skip
+        return 0
     click.echo(f"rolled back to snapshot {result.snapshot} (the state before it is snapshot {before})")
     for path in result.files:
         click.echo(f"  restored {path}")
@@ -270,8 +311,9 @@ def rollback(app: AppContext, snapshot: str | None, timeout: float | None, no_wa
 
 
 @click.command()
+@json_option
 @click.pass_obj
-def recover(app: AppContext) -> int:
+def recover(app: AppContext, as_json: bool) -> int:
     """Finish what an interrupted llmctl left: roll back to the snapshot it took first.
 
     Every state-changing command does this by itself; this command only does that.
@@ -282,6 +324,12 @@ def recover(app: AppContext) -> int:
     systemd.require_manager()
     with state_lock(app.paths.state_dir, "recover", on_wait=_message):
         result = recovery.recover_pending(app.paths, on_message=_message)
+    if as_json:
+        emit_json(
+            "recover",
+            {"recovered": result is not None, "snapshot": None if result is None else result.snapshot},
+        )
+        return 0
     if result is None:
         click.echo("nothing to recover")
     elif result.snapshot is None:  # an Ollama load or a vLLM wake-up, which change no file

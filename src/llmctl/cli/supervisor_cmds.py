@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json
+from llmctl.cli.output import emit_json, json_option
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
 
-@click.command()
+# Hidden: llmctl-supervisor.service runs it; a user never needs to.
+@click.command(hidden=True)
 @click.option(
     "--state-dir",
     type=_DIR,
@@ -56,7 +57,7 @@ def _plan_json(app: AppContext, state_dir: Path) -> str:
     "--since", metavar="WHEN", help="Only events since then: 10m, 2h, 1d, or a time (2026-11-23T10:00)."
 )
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=None, help="Only the last N events.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+@json_option
 @click.pass_obj
 def events(
     app: AppContext, names: tuple[str, ...], since: str | None, lines: int | None, as_json: bool
@@ -96,8 +97,9 @@ def events(
 
 @click.command()
 @click.argument("name")
+@json_option
 @click.pass_obj
-def reset(app: AppContext, name: str) -> int:
+def reset(app: AppContext, name: str, as_json: bool) -> int:
     """Close a backend's circuit breaker and forget its restart history.
 
     The supervisor acts on the backend again from its next round; systemd's own start limit
@@ -143,6 +145,13 @@ def reset(app: AppContext, name: str) -> int:
             },
         ),
     )  # fmt: skip
+    if as_json:
+        emit_json("reset", {
+            "backend": name, "breaker_was": before.breaker.reason if before.breaker else None,
+            "restarts_cleared": len(before.restarts),
+            "active_state": None if state is None else state.active_state,
+        })  # fmt: skip
+        return 0
     was = f" (it was open: {before.breaker.reason})" if before.breaker else " (it was closed)"
     click.echo(f"{name}: breaker closed{was}; {len(before.restarts)} recorded restarts forgotten")
     if state is not None and state.active_state in ("inactive", "failed"):

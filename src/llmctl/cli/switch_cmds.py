@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from llmctl.cli.context import AppContext
-from llmctl.cli.output import emit_json
+from llmctl.cli.output import emit_failure, emit_json, json_option
 from llmctl.cli.stack_cmds import ProgressPrinter, _message
 from llmctl.errors import ExitCode
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Plan with GPUs described in FILE (the JSON of `llmctl gpus --json`) instead of NVML.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def switch(
     app: AppContext,
@@ -50,7 +50,7 @@ def switch(
     from dataclasses import replace  # noqa: PLC0415
 
     from llmctl import gpu  # noqa: PLC0415
-    from llmctl.cli.gpu_cmds import make_plan, plan_lines  # noqa: PLC0415
+    from llmctl.cli.gpu_cmds import does_not_fit, make_plan, plan_lines  # noqa: PLC0415
     from llmctl.switch import resolve  # noqa: PLC0415
     from llmctl.switch import switch as run_switch  # noqa: PLC0415
 
@@ -62,9 +62,10 @@ def switch(
         planned = make_plan(loaded.config, app.serving(loaded), model, name, inventory_file)
         beside = planned.fits and bridge_fits(loaded, planned, name)
         if as_json:
-            emit_json(
-                "switch", {"dry_run": True, "beside": beside, "plan": planned.as_dict()}, ok=planned.fits
-            )
+            report = {"dry_run": True, "beside": beside, "plan": planned.as_dict()}
+            if not planned.fits:
+                return emit_failure("switch", does_not_fit(planned), report=report)
+            emit_json("switch", report)
         else:
             click.echo("\n".join(plan_lines(planned)))
             if planned.fits and not planned.already_serving:
