@@ -242,6 +242,9 @@ def _estimate_line(plan: Plan) -> str:
     text = f"weights {_human(parts[0])}, KV {_human(parts[1])}, compute {_human(parts[2])}"
     if plan.device == "gpu":
         text += f", overhead {_human(est.overhead_gpu)}"
+    else:
+        # Host-only buffers: the CPU's repacked weights and llama.cpp's logits buffer.
+        text += f", repacked weights {_human(est.repack_cpu)}, output {_human(est.output_cpu)}"
     return f"estimate: {_human(size)} on {where}: {text} ({', '.join(extra)})"
 
 

@@ -148,6 +148,8 @@ def estimate_model(
         flash_attention=shape.flash_attention,
         ubatch=shape.ubatch,
         cpu_only=shape.cpu_only,
+        swa_full=shape.swa_full,
+        outputs=shape.outputs,
     )
 
 

@@ -46,6 +46,8 @@ class LaunchShape:
     flash_attention: bool = True
     ubatch: int = DEFAULT_UBATCH
     cpu_only: bool = False
+    swa_full: bool = False  # a full-size cache for the sliding-window layers too
+    outputs: int | None = None  # logit rows per micro-batch at most (None: one per sequence)
 
 
 def _flag(args: Sequence[str], *names: str) -> str | None:
@@ -78,8 +80,13 @@ def launch_shape(backend: AnyBackend, model: Model) -> LaunchShape:
     layers = default_gpu_layers(backend, model)
     if backend.kind == Kind.LLAMA_CPP_PYTHON:
         # Its flags are pydantic settings: --n_ctx, --n_gpu_layers, --type_k (a ggml type number),
-        # --flash_attn (off by default in llama-cpp-python 0.3), one sequence.
+        # --flash_attn (off by default in llama-cpp-python 0.3), one sequence. Two defaults of
+        # its own cost memory: --logits_all true asks llama.cpp for every token's logits (its
+        # graph and output buffer hold n_batch rows of n_vocab), and llama.cpp's C API default
+        # swa_full gives the sliding-window layers a full-size cache.
         context = _int_flag(args, model.context or 4096, "--n_ctx")
+        logits_all = (_flag(args, "--logits_all") or "true").lower() in ("true", "1", "yes", "on")
+        batch = min(context, _int_flag(args, 512, "--n_batch"))
         type_k = GGML_TYPE_NAMES.get(_int_flag(args, 1, "--type_k"), "f16")
         type_v = GGML_TYPE_NAMES.get(_int_flag(args, 1, "--type_v"), "f16")
         flash = (_flag(args, "--flash_attn") or "false").lower() in ("true", "1", "yes", "on")
@@ -90,8 +97,10 @@ def launch_shape(backend: AnyBackend, model: Model) -> LaunchShape:
             kv_cache_type_v=type_v,
             parallel=1,
             flash_attention=flash,
-            ubatch=_int_flag(args, DEFAULT_UBATCH, "--n_ubatch"),
+            ubatch=min(batch, _int_flag(args, DEFAULT_UBATCH, "--n_ubatch")),
             cpu_only=cpu_only,
+            swa_full=True,
+            outputs=batch if logits_all else 1,
         )
     if backend.kind == Kind.OLLAMA:
         env: Mapping[str, str] = backend.environment
@@ -128,6 +137,7 @@ def launch_shape(backend: AnyBackend, model: Model) -> LaunchShape:
         flash_attention=fa not in ("off", "0", "false"),
         ubatch=_int_flag(args, DEFAULT_UBATCH, "-ub", "--ubatch-size"),
         cpu_only=cpu_only,
+        swa_full="--swa-full" in args,
     )
 
 

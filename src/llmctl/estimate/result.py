@@ -24,6 +24,11 @@ class Estimate:
     kv_cpu: int = 0
     compute_gpu: int = 0
     compute_cpu: int = 0
+    # Host memory only, GPU or not: the weights the CPU backend repacks for its matrix kernels (a
+    # copy beside the mapped file, for the layers kept on the CPU), and the output buffer (logits;
+    # pinned host memory on CUDA, "CUDA_Host output buffer").
+    repack_cpu: int = 0
+    output_cpu: int = 0
     overhead_gpu: int = 0  # per GPU used
     claim_gpu: int = 0  # vLLM's util x total, or Ollama's reported size_vram: no breakdown
     context: int | None = None
@@ -48,7 +53,7 @@ class Estimate:
 
     @property
     def cpu_bytes(self) -> int:
-        return self.weights_cpu + self.kv_cpu + self.compute_cpu
+        return self.weights_cpu + self.repack_cpu + self.kv_cpu + self.compute_cpu + self.output_cpu
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +66,8 @@ class Estimate:
             "kv_cpu_bytes": self.kv_cpu,
             "compute_gpu_bytes": self.compute_gpu,
             "compute_cpu_bytes": self.compute_cpu,
+            "repack_cpu_bytes": self.repack_cpu,
+            "output_cpu_bytes": self.output_cpu,
             "overhead_gpu_bytes": self.overhead_gpu,
             "claim_gpu_bytes": self.claim_gpu,
             "context": self.context,
