@@ -108,8 +108,8 @@ class BackendBase(Strict):
         description="Executable (absolute, ~/..., or a name found on PATH when rendering). "
         "For llama-cpp-python: the python that has llama_cpp.server installed."
     )
-    host: Host = "127.0.0.1"
-    port: Port
+    host: Host = Field(default="127.0.0.1", description="Address the server binds and llmctl probes.")
+    port: Port = Field(description="Port the server listens on.")
     allow_non_loopback: bool = Field(
         default=False, description="Opt-in to bind a host that is not a loopback address."
     )
@@ -117,7 +117,9 @@ class BackendBase(Strict):
         default=None,
         description="GPU indices or UUIDs; [] = CPU only; unset = every GPU the driver shows.",
     )
-    environment: dict[EnvName, SafeStr] = Field(default_factory=dict)
+    environment: dict[EnvName, SafeStr] = Field(
+        default_factory=dict, description="Environment of the unit; wins over what llmctl sets."
+    )
     args: list[SafeStr] = Field(default_factory=list, description="Extra argv items, verbatim.")
     pinned: bool = Field(default=False, description="Never stopped to make room for a switch.")
     start_timeout: Annotated[int, Field(ge=5, le=7200)] | None = Field(
@@ -132,14 +134,18 @@ class LlamaServerBackend(BackendBase):
 
 class LlamaCppPythonBackend(BackendBase):
     kind: Literal[Kind.LLAMA_CPP_PYTHON]
-    model: ModelId | None = None
+    model: ModelId | None = Field(default=None, description="The model it serves now.")
 
 
 class VllmBackend(BackendBase):
     kind: Literal[Kind.VLLM]
-    model: ModelId | None = None
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = None
+    model: ModelId | None = Field(default=None, description="The model it serves now.")
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9, description="--gpu-memory-utilization: the share of each GPU vLLM claims."
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None, description="--tensor-parallel-size; unset: not passed."
+    )
     sleep_mode: bool = Field(default=False, description="--enable-sleep-mode (dev endpoints).")
     api_key: bool = Field(
         default=False,
@@ -174,7 +180,9 @@ class OllamaBackend(BackendBase):
     keep_alive: Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(ms|s|m|h)?$")] | None = Field(
         default=None, description="OLLAMA_KEEP_ALIVE: a Go duration or seconds; negative = forever."
     )
-    max_loaded_models: Annotated[int, Field(ge=0, le=64)] | None = None
+    max_loaded_models: Annotated[int, Field(ge=0, le=64)] | None = Field(
+        default=None, description="OLLAMA_MAX_LOADED_MODELS; unset: Ollama's default."
+    )
     models_dir: NonEmptySafeStr | None = Field(default=None, description="OLLAMA_MODELS")
 
 
@@ -189,7 +197,9 @@ class RemoteModel(Strict):
         description="LiteLLM provider prefix, e.g. openai, anthropic, hosted_vllm."
     )
     model: NonEmptySafeStr = Field(description="The provider's name for the model.")
-    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = None
+    api_base: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = Field(
+        default=None, description="The provider's base URL; unset: LiteLLM's default for it."
+    )
     api_key_env: EnvName | None = Field(
         default=None,
         description="Name of the variable holding the key, set in secrets.env (never the key).",
@@ -201,9 +211,18 @@ class Model(Strict):
     source: NonEmptySafeStr | None = Field(
         default=None, description="GGUF path, Hugging Face repo id (vllm) or Ollama tag."
     )
-    context: Annotated[int, Field(ge=64, le=10_000_000)] | None = None
-    gpu_layers: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    remote: RemoteModel | None = None
+    context: Annotated[int, Field(ge=64, le=10_000_000)] | None = Field(
+        default=None,
+        description="Context length in tokens (llama.cpp: --ctx-size/--n_ctx, unset: 4096; "
+        "vLLM: --max-model-len).",
+    )
+    gpu_layers: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        default=None,
+        description="Layers offloaded to the GPU; unset: all, or 0 when the backend has gpus: [].",
+    )
+    remote: RemoteModel | None = Field(
+        default=None, description="A provider's model, routed by the gateway (instead of backend and source)."
+    )
 
     @model_validator(mode="after")
     def _local_or_remote(self) -> Model:
@@ -217,19 +236,32 @@ class Model(Strict):
 
 
 class Gateway(Strict):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Run the LiteLLM gateway in front of the backends.")
     command: Executable = Field(default="litellm", description="The LiteLLM proxy executable.")
-    host: Host = "127.0.0.1"
-    port: Port = 4000
-    allow_non_loopback: bool = False
+    host: Host = Field(default="127.0.0.1", description="Address the gateway's socket binds.")
+    port: Port = Field(default=4000, description="Port of the gateway (held by its socket unit).")
+    allow_non_loopback: bool = Field(
+        default=False, description="Opt-in to bind a host that is not a loopback address."
+    )
     routing_strategy: Literal[
         "simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing"
-    ] = "simple-shuffle"
-    fallbacks: dict[ModelId, list[ModelId]] = Field(default_factory=dict)
-    num_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    timeout: Annotated[int, Field(ge=1, le=86_400)] = 600
-    cooldown_time: Annotated[int, Field(ge=0, le=3600)] = 30
-    allowed_fails: Annotated[int, Field(ge=0, le=1000)] = 3
+    ] = Field(default="simple-shuffle", description="LiteLLM's router_settings.routing_strategy.")
+    fallbacks: dict[ModelId, list[ModelId]] = Field(
+        default_factory=dict,
+        description="Model id -> the ids tried in order when it fails (only those routed now).",
+    )
+    num_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=2, description="LiteLLM's num_retries: retries of a failed request."
+    )
+    timeout: Annotated[int, Field(ge=1, le=86_400)] = Field(
+        default=600, description="Seconds a request may take (LiteLLM's timeout and request_timeout)."
+    )
+    cooldown_time: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=30, description="LiteLLM's cooldown_time: seconds a failing deployment is skipped."
+    )
+    allowed_fails: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=3, description="LiteLLM's allowed_fails: failures in a minute before a cooldown."
+    )
 
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -241,77 +273,89 @@ class StartupProbe(Strict):
     never restarted. Unset keys take the default for the backend's kind."""
 
     interval: Seconds | None = Field(default=None, description="Seconds between probes while loading.")
-    timeout: Seconds | None = None
+    timeout: Seconds | None = Field(default=None, description="Seconds one probe may take while loading.")
     budget: Seconds | None = Field(
         default=None, description="Seconds it may stay loading; default: the backend's start_timeout."
     )
 
 
 class LivenessProbe(Strict):
-    """The cheap probe (/health or the like); `failure_threshold` failures in a row restart."""
+    """The cheap probe (/health or the like); `failure_threshold` failures in a row restart.
+    Unset keys take the default for the backend's kind (llmctl supervise --print-plan)."""
 
-    interval: Seconds | None = None
+    interval: Seconds | None = Field(default=None, description="Seconds between liveness probes.")
     timeout: Seconds | None = Field(default=None, description="Long enough for a busy server.")
-    failure_threshold: Threshold | None = None
+    failure_threshold: Threshold | None = Field(
+        default=None, description="Failed probes in a row that restart the backend."
+    )
 
 
 class DeepProbe(Strict):
     """A one-token completion, only after `idle` seconds without activity and at most once per
-    `interval`: catches a server that answers /health but no longer infers."""
+    `interval`: catches a server that answers /health but no longer infers. Unset keys take
+    the default for the backend's kind (llmctl supervise --print-plan)."""
 
     enabled: bool | None = Field(default=None, description="Default: on, except for Ollama.")
-    idle: Seconds | None = None
-    interval: Seconds | None = None
-    timeout: Seconds | None = None
-    failure_threshold: Threshold | None = None
+    idle: Seconds | None = Field(default=None, description="Seconds without activity before a deep probe.")
+    interval: Seconds | None = Field(default=None, description="Seconds at least between deep probes.")
+    timeout: Seconds | None = Field(default=None, description="Seconds the one-token completion may take.")
+    failure_threshold: Threshold | None = Field(
+        default=None, description="Failed deep probes in a row that restart the backend."
+    )
 
 
 class Probes(Strict):
-    startup: StartupProbe = Field(default_factory=StartupProbe)
-    liveness: LivenessProbe = Field(default_factory=LivenessProbe)
-    deep: DeepProbe = Field(default_factory=DeepProbe)
+    startup: StartupProbe = Field(default_factory=StartupProbe, description="Over supervisor.startup.")
+    liveness: LivenessProbe = Field(default_factory=LivenessProbe, description="Over supervisor.liveness.")
+    deep: DeepProbe = Field(default_factory=DeepProbe, description="Over supervisor.deep.")
 
 
 class Backoff(Strict):
     """Restarts of one backend are spaced initial, 2 x initial, ... up to max seconds apart;
     after `reset_after` seconds of health the next restart is immediate again."""
 
-    initial: Seconds = 10
-    max: Seconds = 300
-    reset_after: Seconds = 600
+    initial: Seconds = Field(default=10, description="Seconds between the first two restarts.")
+    max: Seconds = Field(default=300, description="Longest wait between restarts, in seconds.")
+    reset_after: Seconds = Field(
+        default=600, description="Seconds of health after which the next restart is immediate."
+    )
 
 
 class Breaker(Strict):
     """After `max_restarts` restarts within `window` seconds the backend is marked failed and
     left alone until `llmctl reset NAME`."""
 
-    max_restarts: Annotated[int, Field(ge=1, le=1000)] = 3
-    window: Seconds = 1800
+    max_restarts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="Restarts within window that open the breaker."
+    )
+    window: Seconds = Field(default=1800, description="Seconds over which restarts are counted.")
 
 
 class Metrics(Strict):
-    enabled: bool = True
-    host: Host = "127.0.0.1"
-    port: Port = 9464
-    allow_non_loopback: bool = False
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics from the supervisor.")
+    host: Host = Field(default="127.0.0.1", description="Address the metrics endpoint binds.")
+    port: Port = Field(default=9464, description="Port of the metrics endpoint.")
+    allow_non_loopback: bool = Field(
+        default=False, description="Opt-in to bind a host that is not a loopback address."
+    )
 
 
 class Supervisor(Strict):
     """`llmctl supervise` (the llmctl-supervisor service): probes, restarts, events, metrics."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Run llmctl-supervisor.service.")
     watchdog_sec: Annotated[int, Field(ge=2, le=3600)] = Field(
         default=30, description="systemd restarts the supervisor itself if it stops pinging for this long."
     )
-    startup: StartupProbe = Field(default_factory=StartupProbe)
-    liveness: LivenessProbe = Field(default_factory=LivenessProbe)
-    deep: DeepProbe = Field(default_factory=DeepProbe)
+    startup: StartupProbe = Field(default_factory=StartupProbe, description="For every backend.")
+    liveness: LivenessProbe = Field(default_factory=LivenessProbe, description="For every backend.")
+    deep: DeepProbe = Field(default_factory=DeepProbe, description="For every backend.")
     backends: dict[Name, Probes] = Field(
         default_factory=dict, description="Per-backend probe settings, over the ones above."
     )
-    backoff: Backoff = Field(default_factory=Backoff)
-    breaker: Breaker = Field(default_factory=Breaker)
-    metrics: Metrics = Field(default_factory=Metrics)
+    backoff: Backoff = Field(default_factory=Backoff, description="Spacing of restarts.")
+    breaker: Breaker = Field(default_factory=Breaker, description="When restarting stops.")
+    metrics: Metrics = Field(default_factory=Metrics, description="The Prometheus endpoint.")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Supervisor:
@@ -327,12 +371,16 @@ class Snapshots(Strict):
 
 
 class Config(Strict):
-    version: Literal[1]
-    backends: dict[Name, Backend] = Field(default_factory=dict)
-    models: dict[ModelId, Model] = Field(default_factory=dict)
-    gateway: Gateway = Field(default_factory=Gateway)
-    supervisor: Supervisor = Field(default_factory=Supervisor)
-    snapshots: Snapshots = Field(default_factory=Snapshots)
+    version: Literal[1] = Field(description="The config schema's version.")
+    backends: dict[Name, Backend] = Field(
+        default_factory=dict, description="Local servers by name; each runs as unit llmctl-NAME.service."
+    )
+    models: dict[ModelId, Model] = Field(
+        default_factory=dict, description="Models by the id clients send (local or remote)."
+    )
+    gateway: Gateway = Field(default_factory=Gateway, description="The LiteLLM gateway.")
+    supervisor: Supervisor = Field(default_factory=Supervisor, description="Probes, restarts, metrics.")
+    snapshots: Snapshots = Field(default_factory=Snapshots, description="Snapshot retention.")
 
     def models_of(self, backend: str) -> dict[str, Model]:
         return {mid: m for mid, m in self.models.items() if m.backend == backend}
