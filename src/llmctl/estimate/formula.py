@@ -146,6 +146,16 @@ def estimate_gguf(
         notes.append("llama.cpp needs flash attention for a quantised V cache")
 
     rows_out = max(1, outputs if outputs is not None else parallel)
+    if rows_out > parallel:
+        # llama-cpp-python's --logits_all: its Python side copies every token's logits into a
+        # context x n_vocab float32 array as the context fills (seen: +1.3 GiB RSS after one
+        # 452-token prompt on Gemma 3 270M); that is outside llama.cpp's buffers.
+        kept = context * info.vocab * 4
+        notes.append(
+            f"every token's logits are kept (llama-cpp-python's --logits_all, its default): up to"
+            f" {kept / MiB:,.0f} MiB more as the context fills, not counted here"
+            " (--logits_all false avoids it)"
+        )
     compute = _compute(
         info,
         context,
@@ -286,8 +296,10 @@ def _compute_gemma3(
                  KQ matrix (cells x t x heads x 4)
       masks      one per cache (full and sliding-window): cells x t x 2 (f16), x 4 without FA
       inputs     token ids and positions (i32), each cache's K and V cell indices (i64)
-    compute = masks + inputs + max(attention, ffn, logits): the logits' product comes once the
-    layers' blocks are free, so it adds nothing until it is the largest (outputs x n_vocab x 4).
+    compute = max(masks + inputs + max(attention, ffn), logits + 2 E x outputs rows): the output
+    product comes once the layers' blocks and the masks are free, beside the final norm's two
+    rows per output; it matters only when many rows are asked for (llama-cpp-python's 512 rows of
+    a 262k vocabulary: 514.50 MiB logged, the same estimated).
     """
     row = tokens * 4
     e, ff = info.embedding, info.feed_forward
@@ -304,5 +316,5 @@ def _compute_gemma3(
     else:
         mask = mask_cells * tokens * 4
         attention = (2 * q + 3 * e + 4 * info.key_length) * row + cells * tokens * max_heads * 4
-    logits = outputs * info.vocab * 4
-    return mask + inputs + max(attention, ffn * row, logits)
+    tail = outputs * info.vocab * 4 + 2 * e * outputs * 4
+    return max(mask + inputs + max(attention, ffn * row), tail)
