@@ -1,8 +1,9 @@
 """How close llmctl's GGUF memory estimate is to what llama.cpp itself allocates.
 
-For each model shape, write a random-weight llama GGUF (llmctl.smoke_model), and take the real
-Gemma 3 270M that scripts/provision fetches (a real architecture: sliding-window layers, Q4_K
-weights the CPU repacks, a 262k vocabulary); start the real llama-server on each with -v on CPU
+For each model shape, write a random-weight llama GGUF (llmctl.smoke_model) or an all-zero one
+with Gemma 3's graph (the variants its compute terms were fitted on), and take the real Gemma 3
+270M that scripts/provision fetches (a real architecture: sliding-window layers, Q4_K weights
+the CPU repacks, a 262k vocabulary); start the real llama-server on each with -v on CPU
 (-ngl 0: the "device" buffers are then CPU buffers), read the buffer sizes it logs, and compare
 them with `llmctl.estimate.estimate_gguf`:
 
@@ -53,9 +54,67 @@ PARTS = ("weights", "repack", "kv", "compute", "output")
 
 
 @dataclass(frozen=True)
+class Gemma3Shape:
+    """A random-weight (all zero) model with Gemma 3's graph, for the compute terms' variants."""
+
+    layers: int = 6
+    embedding: int = 640
+    feed_forward: int = 2048
+    heads: int = 4
+    kv_heads: int = 1
+    head_size: int = 256
+    window: int = 512
+
+
+def write_gemma3_variant(path: Path, shape: Gemma3Shape) -> Path:
+    import gguf  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from llmctl.smoke_model import TOKENS  # noqa: PLC0415
+
+    w = gguf.GGUFWriter(path, arch="gemma3")
+    w.add_block_count(shape.layers)
+    w.add_context_length(32768)
+    w.add_embedding_length(shape.embedding)
+    w.add_feed_forward_length(shape.feed_forward)
+    w.add_head_count(shape.heads)
+    w.add_head_count_kv(shape.kv_heads)
+    w.add_key_length(shape.head_size)
+    w.add_value_length(shape.head_size)
+    w.add_sliding_window(shape.window)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1e6)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(TOKENS)
+    w.add_token_scores([0.0] * len(TOKENS))
+    special = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    w.add_token_types(special + [gguf.TokenType.BYTE] * (len(TOKENS) - len(special)))
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    e, q, kv = shape.embedding, shape.heads * shape.head_size, shape.kv_heads * shape.head_size
+    ff, d = shape.feed_forward, shape.head_size
+    w.add_tensor("token_embd.weight", np.zeros((len(TOKENS), e), dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.zeros(e, dtype=np.float32))
+    for i in range(shape.layers):
+        for name, dims in (
+            ("attn_norm", (e,)), ("attn_q", (q, e)), ("attn_k", (kv, e)), ("attn_v", (kv, e)),
+            ("attn_output", (e, q)), ("post_attention_norm", (e,)), ("attn_k_norm", (d,)),
+            ("attn_q_norm", (d,)), ("ffn_norm", (e,)), ("ffn_gate", (ff, e)),
+            ("ffn_up", (ff, e)), ("ffn_down", (e, ff)), ("post_ffw_norm", (e,)),
+        ):  # fmt: skip
+            w.add_tensor(f"blk.{i}.{name}.weight", np.zeros(dims, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@dataclass(frozen=True)
 class Case:
     label: str
-    shape: SmokeShape | None  # None: the real model (--real-model)
+    shape: SmokeShape | Gemma3Shape | None  # None: the real model (--real-model)
     context: int
     kv_type: str = "f16"
     flash_attention: bool = True
@@ -132,6 +191,21 @@ CASES = [
 ]
 # The real model: Gemma 3 270M Q4_K_M (sliding-window layers, Q4_K weights the CPU repacks, a
 # 262k vocabulary), at the context the demo serves it with.
+G3 = Gemma3Shape()
+VARIANTS = [
+    Case("Gemma 3 shape: 6L x640, F=2048, 4/1 heads x256 (the 270M's widths)", G3, 512),
+    Case("Gemma 3 shape: F=4096", Gemma3Shape(feed_forward=4096), 512),
+    Case("Gemma 3 shape: E=1280", Gemma3Shape(embedding=1280), 512),
+    Case("Gemma 3 shape: E=1536", Gemma3Shape(embedding=1536), 512),
+    Case("Gemma 3 shape: F=1024", Gemma3Shape(feed_forward=1024), 512),
+    Case("Gemma 3 shape: 8 heads (Q = F)", Gemma3Shape(heads=8), 512),
+    Case("Gemma 3 shape: 16 heads (Q > F)", Gemma3Shape(heads=16), 512),
+    Case("Gemma 3 shape: 2 KV heads", Gemma3Shape(kv_heads=2), 512),
+    Case("Gemma 3 shape: head size 128", Gemma3Shape(head_size=128), 512),
+    Case("Gemma 3 shape: E=F=2048, 8 heads", Gemma3Shape(embedding=2048, heads=8), 512),
+    Case("Gemma 3 shape: 2 layers (windowed only)", Gemma3Shape(layers=2), 512),
+    Case("Gemma 3 shape: 8 heads, flash attention off", Gemma3Shape(heads=8), 512, flash_attention=False),
+]
 REAL = [
     Case("Gemma 3 270M Q4_K_M (real)", None, 2048),
     Case("Gemma 3 270M Q4_K_M (real), ctx 8192", None, 8192),
@@ -228,7 +302,7 @@ def main() -> int:
     options = parser.parse_args()
     if not options.server:
         parser.error("no llama-server: pass --server or set LLMCTL_TEST_LLAMA_SERVER (scripts/provision)")
-    cases = [] if options.only == "real" else list(CASES)
+    cases = [] if options.only == "real" else [*CASES, *VARIANTS]
     if options.only != "smoke":
         if options.real_model is None or not options.real_model.is_file():
             parser.error("no real model: pass --real-model or set LLMCTL_TEST_REAL_MODEL (scripts/provision)")
@@ -245,6 +319,8 @@ def main() -> int:
         for i, case in enumerate(cases):
             if case.shape is None:
                 model = options.real_model
+            elif isinstance(case.shape, Gemma3Shape):
+                model = write_gemma3_variant(directory / f"case{i}.gguf", case.shape)
             else:
                 model = write_smoke_model(directory / f"case{i}.gguf", case.shape)
             log = logged_buffers(options.server, model, case.server_args())

@@ -286,15 +286,16 @@ def _compute_gemma3(
     info: GgufInfo, cells: int, swa_cells: int, tokens: int, outputs: int, flash_attention: bool
 ) -> int:
     """Gemma 3's graph (GELU FFN, norms after attention and FFN, Q/K norms, attention wider than
-    the residual stream): its own terms, fitted on the real Gemma 3 270M and eight variants of
-    its shape (E, F, heads, head size, KV heads), every one within 0.01 MiB of llama.cpp's log.
+    the residual stream): its own terms, fitted on the real Gemma 3 270M and twelve variants of
+    its shape (E, F, heads, head size, KV heads, 2 layers), every one within 0.01 MiB of the log.
 
     Rows of t x 4 bytes, E = embedding_length, F = feed_forward_length, Q = heads x key_length:
       ffn        3 F + 3 E, plus Q when Q < F (a freed attention block the FFN's rows do not fit
                  in); 3 F + 2 E when F <= E
       attention  2 Q + 3 E with flash attention; without it 2 Q + 3 E + 4 key_length rows and the
                  KQ matrix (cells x t x heads x 4)
-      masks      one per cache (full and sliding-window): cells x t x 2 (f16), x 4 without FA
+      masks      one per cache (full, sliding-window; only for a kind of layer the model has):
+                 cells x t x 2 (f16), x 4 without FA
       inputs     token ids and positions (i32), each cache's K and V cell indices (i64)
     compute = max(masks + inputs + max(attention, ffn), logits + 2 E x outputs rows): the output
     product comes once the layers' blocks and the masks are free, beside the final norm's two
@@ -305,9 +306,11 @@ def _compute_gemma3(
     e, ff = info.embedding, info.feed_forward
     max_heads = max(info.heads, default=1)
     q = max_heads * info.key_length
+    # A cache (and its mask and cell indices) exists only for a kind of layer the model has.
     windowed = any(info.swa_layers)
-    caches = 2 if windowed else 1
-    mask_cells = cells + (swa_cells if windowed else 0)
+    full = not info.swa_layers or not all(info.swa_layers)
+    caches = int(windowed) + int(full)
+    mask_cells = (cells if full else 0) + (swa_cells if windowed else 0)
     inputs = (2 + 4 * caches) * row
     ffn = 3 * ff + 3 * e + (q if q < ff else 0) if ff > e else 3 * ff + 2 * e
     if flash_attention:
