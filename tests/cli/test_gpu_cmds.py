@@ -12,7 +12,7 @@ from llmctl import gpu, procs, systemd
 from llmctl.cli import main
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from llmctl.systemd import UnitState
-from tests.conftest import write_config
+from tests.conftest import free_port, write_config
 
 GiB = 1024**3
 
@@ -37,10 +37,12 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     config = {
         "version": 1,
         "backends": {
-            "llama": {"kind": "llama-server", "command": "/bin/true", "port": 18080, "model": "tiny"},
-            "ollama": {"kind": "ollama", "command": "/bin/true", "port": 18434},
-            "cpu": {"kind": "llama-server", "command": "/bin/true", "port": 18081, "gpus": []},
-            "big": {"kind": "vllm", "command": "/bin/true", "port": 18000, "model": "qwen"},
+            # Ports nothing listens on (a demo stack may run on llmctl's usual ones): the live
+            # test below relies on no backend answering.
+            "llama": {"kind": "llama-server", "command": "/bin/true", "port": free_port(), "model": "tiny"},
+            "ollama": {"kind": "ollama", "command": "/bin/true", "port": free_port()},
+            "cpu": {"kind": "llama-server", "command": "/bin/true", "port": free_port(), "gpus": []},
+            "big": {"kind": "vllm", "command": "/bin/true", "port": free_port(), "model": "qwen"},
         },
         "models": {
             "tiny": {"backend": "llama", "source": str(model), "context": 2048},

@@ -16,8 +16,9 @@ import pytest
 from llmctl import recovery, systemd, transaction
 from llmctl.config.load import load_config
 from llmctl.errors import LlmctlError
+from llmctl.gpu import Inventory
 from llmctl.paths import Paths
-from llmctl.planner import Action, Eviction, Plan, plan
+from llmctl.planner import Action, Eviction, Plan, live, plan
 from llmctl.render.units import RenderOptions, render_stack
 from llmctl.stack import StackUnit
 from llmctl.switch import in_place, room
@@ -48,6 +49,13 @@ def evicting(tmp_path: Path, target: str, model: str, *evictions: tuple[Action, 
     base = plan(config, model, inventory(card(0, 24, 1)), [], backend=target, estimate=gguf(1))
     chosen = tuple(Eviction(a, b, f"llmctl-{b}.service", None, {0: 1 << 30}, None) for a, b in evictions)
     return replace(base, evictions=chosen)
+
+
+class OneCard:
+    """A GPU source: one 24 GiB card with 1 GiB used, by nothing this test evicts."""
+
+    def inventory(self) -> Inventory:
+        return inventory(card(0, 24, 1))
 
 
 def config_data() -> dict[str, object]:
@@ -102,10 +110,10 @@ def test_an_ollama_switch_records_its_evictions_before_the_first_and_clears_them
         raise LlmctlError("Ollama could not load llama3:8b")
 
     monkeypatch.setattr(in_place, "load_into_ollama", load_fails)
+    # The switch plans through planner.live (with a GPU source); here that plan is given.
+    monkeypatch.setattr(live, "plan_for", lambda *_, **__: planned)
     with pytest.raises(LlmctlError, match="could not load") as caught:
-        in_place.switch_ollama(
-            loaded, paths, "olla", "llama3", None, True, None, None, lambda _: planned, None
-        )
+        in_place.switch_ollama(loaded, paths, "olla", "llama3", None, True, None, None, OneCard())
     (record,) = manager["record_at_stop"]
     assert isinstance(record, transaction.Intent)
     assert (record.command, record.snapshot, record.units, record.wake) == (

@@ -43,6 +43,19 @@ class AppContext:
 
         return serving_now(loaded.config, self.paths.state_dir)
 
+    def snapshot_keep(self) -> int:
+        """`snapshots.keep` from the config once the schema has it; the default otherwise, and
+        when the config does not load (a snapshot must still be possible with a broken config)."""
+        from llmctl.errors import LlmctlError  # noqa: PLC0415
+        from llmctl.snapshots import DEFAULT_KEEP  # noqa: PLC0415
+
+        try:
+            config = self.load().config
+        except LlmctlError:
+            return DEFAULT_KEEP
+        keep = getattr(getattr(config, "snapshots", None), "keep", None)
+        return keep if type(keep) is int and keep >= 1 else DEFAULT_KEEP
+
     def render(self, loaded: LoadedConfig) -> RenderedStack:
         from llmctl.render.units import render_stack  # noqa: PLC0415
 

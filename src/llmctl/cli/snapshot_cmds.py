@@ -41,7 +41,7 @@ def create(app: AppContext, message: str, as_json: bool) -> int:
         if app.config_option or os.environ.get("LLMCTL_CONFIG"):
             raise LlmctlError(f"no config file at {config_path}", exit_code=ExitCode.USAGE)
         warn(f"no config at {config_path}; the snapshot holds the installed files and state only")
-    keep = _retention(app)
+    keep = app.snapshot_keep()
     with state_lock(app.paths.state_dir, "snapshot create"):
         snapshot = snapshots.take(
             app.paths,
@@ -222,19 +222,6 @@ def _pin(app: AppContext, ref: str, *, pinned: bool, as_json: bool) -> int:
         return 0
     click.echo(f"{verb}ned snapshot {snapshot_id}")
     return 0
-
-
-def _retention(app: AppContext) -> int:
-    """`snapshots.keep` from the config once the schema has it; the default otherwise, and when
-    the config does not load (a snapshot must still be possible with a broken config)."""
-    from llmctl.snapshots import DEFAULT_KEEP  # noqa: PLC0415
-
-    try:
-        config = app.load().config
-    except LlmctlError:
-        return DEFAULT_KEEP
-    keep = getattr(getattr(config, "snapshots", None), "keep", None)
-    return keep if type(keep) is int and keep >= 1 else DEFAULT_KEEP
 
 
 def _summary(snapshot: Snapshot) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -10,44 +9,16 @@ import click
 
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_failure, emit_json, json_option, warn
+from llmctl.cli.progress import ProgressPrinter, message
 from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
-    from llmctl.stack import StackUnit
     from llmctl.status import StackStatus
 
 names_argument = click.argument("names", nargs=-1, metavar="[NAME]...")
 no_wait_option = click.option(
     "--no-wait", is_flag=True, help="Fail at once if another llmctl holds the lock."
 )
-
-
-class ProgressPrinter:
-    """One updating line per wait on a terminal; a plain line every few seconds otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last_plain: dict[str, float] = {}
-        self.last_len = 0
-
-    def __call__(self, unit: StackUnit, detail: str, waited: float) -> None:
-        text = f"waiting for {unit.name}: {detail} ({waited:.1f}s)"
-        if self.tty:
-            click.echo("\r" + text.ljust(self.last_len), nl=False, err=True)
-            self.last_len = len(text)
-            return
-        if waited - self.last_plain.get(unit.name, -4.0) >= 5.0:
-            self.last_plain[unit.name] = waited
-            click.echo(text, err=True)
-
-    def done(self) -> None:
-        if self.tty and self.last_len:
-            click.echo("\r" + " " * self.last_len + "\r", nl=False, err=True)
-            self.last_len = 0
-
-
-def _message(text: str) -> None:
-    click.echo(text, err=True)
 
 
 @click.command()
@@ -83,7 +54,7 @@ def up(
     try:
         result = lifecycle.up(
             loaded, app.render(loaded), app.paths, names, timeout=timeout, wait_lock=not no_wait,
-            progress=None if as_json else printer, on_message=_message, serving=app.serving(loaded),
+            progress=None if as_json else printer, on_message=message, serving=app.serving(loaded),
             rollback_on_failure=not no_rollback,
         )  # fmt: skip
     finally:
@@ -127,7 +98,7 @@ def down(app: AppContext, names: tuple[str, ...], no_wait: bool, as_json: bool) 
         if names:
             raise
         loaded = None  # a broken config must not stop you from stopping what runs
-    outcomes = lifecycle.down(loaded, app.paths, names, wait_lock=not no_wait, on_message=_message)
+    outcomes = lifecycle.down(loaded, app.paths, names, wait_lock=not no_wait, on_message=message)
     if as_json:
         emit_json("down", {"units": [{"unit": o.unit, "was_running": o.was_running} for o in outcomes]})
         return 0
@@ -154,7 +125,7 @@ def restart(app: AppContext, names: tuple[str, ...], timeout: float | None, as_j
             names,
             timeout=timeout,
             progress=None if as_json else printer,
-            on_message=_message,
+            on_message=message,
             serving=app.serving(loaded),
         )
     finally:
@@ -281,18 +252,17 @@ def rollback(
     The current state is snapshotted first, so a rollback can itself be undone.
     """
     from llmctl import recovery, systemd  # noqa: PLC0415
-    from llmctl.cli.snapshot_cmds import _retention  # noqa: PLC0415
     from llmctl.lock import state_lock  # noqa: PLC0415
 
     systemd.require_manager()
     config_path = app.config_path
     printer = ProgressPrinter()
     try:
-        with state_lock(app.paths.state_dir, "rollback", wait=not no_wait, on_wait=_message):
+        with state_lock(app.paths.state_dir, "rollback", wait=not no_wait, on_wait=message):
             before, result = recovery.rollback(
                 app.paths, snapshot, config_path=config_path if config_path.is_file() else None,
-                keep=_retention(app), timeout=timeout, progress=None if as_json else printer,
-                on_message=_message,
+                keep=app.snapshot_keep(), timeout=timeout, progress=None if as_json else printer,
+                on_message=message,
             )  # fmt: skip
     finally:
         printer.done()
@@ -322,8 +292,8 @@ def recover(app: AppContext, as_json: bool) -> int:
     from llmctl.lock import state_lock  # noqa: PLC0415
 
     systemd.require_manager()
-    with state_lock(app.paths.state_dir, "recover", on_wait=_message):
-        result = recovery.recover_pending(app.paths, on_message=_message)
+    with state_lock(app.paths.state_dir, "recover", on_wait=message):
+        result = recovery.recover_pending(app.paths, on_message=message)
     if as_json:
         emit_json(
             "recover",

@@ -9,7 +9,7 @@ import click
 
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_failure, emit_json, json_option
-from llmctl.cli.stack_cmds import ProgressPrinter, _message
+from llmctl.cli.progress import ProgressPrinter, message
 from llmctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -50,16 +50,20 @@ def switch(
     from dataclasses import replace  # noqa: PLC0415
 
     from llmctl import gpu  # noqa: PLC0415
-    from llmctl.cli.gpu_cmds import does_not_fit, make_plan, plan_lines  # noqa: PLC0415
+    from llmctl.planner.live import plan_for  # noqa: PLC0415
+    from llmctl.planner.report import does_not_fit, plan_lines  # noqa: PLC0415
     from llmctl.switch import resolve  # noqa: PLC0415
     from llmctl.switch import switch as run_switch  # noqa: PLC0415
 
     loaded = app.load()
     name = resolve(loaded, model, backend)
+    gpu_source = gpu.source_for(inventory_file)
     if dry_run:
         from llmctl.switch.beside import bridge_fits  # noqa: PLC0415
 
-        planned = make_plan(loaded.config, app.serving(loaded), model, name, inventory_file)
+        planned = plan_for(
+            loaded.config, model, backend=name, serving=app.serving(loaded), gpu_source=gpu_source
+        )
         beside = planned.fits and bridge_fits(loaded, planned, name)
         if as_json:
             report = {"dry_run": True, "beside": beside, "plan": planned.as_dict()}
@@ -91,9 +95,8 @@ def switch(
         result = run_switch(
             loaded, app.paths, model, render_options=options, backend=backend, timeout=timeout,
             wait_lock=not no_wait, progress=None if as_json else printer, on_phase=on_phase,
-            on_message=_message,
-            plan_fn=lambda serving: make_plan(loaded.config, serving, model, name, inventory_file),
-            gpu_source=gpu.source_for(inventory_file),
+            on_message=message,
+            gpu_source=gpu_source,
         )  # fmt: skip
     finally:
         printer.done()

@@ -65,7 +65,6 @@ from llmctl.switch.steps import (
 
 if TYPE_CHECKING:
     from llmctl.gpu import GpuSource
-    from llmctl.planner import Plan
 
 __all__ = [
     "HISTORY_FILE", "Evicted", "SwitchResult", "check_model_file", "evict", "load_into_ollama", "one_token",
@@ -85,12 +84,11 @@ def switch(
     progress: Progress | None = None,
     on_phase: Callable[[str, float], None] | None = None,
     on_message: Callable[[str], None] | None = None,
-    plan_fn: Callable[[dict[str, str]], Plan] | None = None,
     gpu_source: GpuSource | None = None,
 ) -> SwitchResult:
-    """plan_fn(serving) returns the memory plan (the CLI builds it from NVML or a described
-    inventory); without one, nothing is planned (tests of the transaction alone). With a GPU
-    plan and `gpu_source`, every stop is followed by a wait until the memory is back."""
+    """With `gpu_source` (NVML or a described inventory: `gpu.source_for`) the switch plans
+    its memory (`planner.live.plan_for`) and waits after every stop until the memory is back;
+    without one, nothing is planned (tests of the transaction alone)."""
     from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
 
     systemd.require_manager()
@@ -98,7 +96,7 @@ def switch(
     kind_adapter = adapter_for(loaded.config.backends[name].kind)
     if kind_adapter.serves_many:
         return switch_ollama(
-            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, plan_fn, gpu_source
+            loaded, paths, name, model_id, timeout, wait_lock, on_phase, on_message, gpu_source
         )
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
@@ -110,9 +108,11 @@ def switch(
             check_backend_key(loaded, paths, name)
             check_model_file(loaded, model_id)
         plan = None
-        if plan_fn is not None:
+        if gpu_source is not None:
+            from llmctl.planner.live import plan_for  # noqa: PLC0415 - only a GPU plan needs it
+
             with phase("plan"):
-                plan = plan_fn(serving)
+                plan = plan_for(loaded.config, model_id, backend=name, serving=serving, gpu_source=gpu_source)
             refuse_if_unfit(plan)
         unit_state = systemd.show([f"llmctl-{name}.service"]).get(f"llmctl-{name}.service")
         if old == model_id and unit_state is not None and unit_state.active_state == "active":

@@ -51,7 +51,6 @@ def switch_ollama(
     wait_lock: bool,
     on_phase: Callable[[str, float], None] | None,
     on_message: Callable[[str], None] | None,
-    plan_fn: Callable[[dict[str, str]], Plan] | None,
     gpu_source: GpuSource | None,
 ) -> SwitchResult:
     """Ollama serves every model assigned to it: a switch loads one (and unloads what the plan
@@ -68,9 +67,12 @@ def switch_ollama(
     with state_lock(paths.state_dir, "switch", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
         plan = None
-        if plan_fn is not None:
+        if gpu_source is not None:
+            from llmctl.planner.live import plan_for  # noqa: PLC0415 - only a GPU plan needs it
+
             with phase("plan"):
-                plan = plan_fn(serving_now(loaded.config, paths.state_dir))
+                serving = serving_now(loaded.config, paths.state_dir)
+                plan = plan_for(loaded.config, model_id, backend=name, serving=serving, gpu_source=gpu_source)
             refuse_if_unfit(plan)
         unload = [e.model for e in (plan.evictions if plan else ()) if e.action == "unload" and e.model]
         evicted = Evicted()
