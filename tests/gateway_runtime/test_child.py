@@ -5,16 +5,21 @@ from __future__ import annotations
 import ast
 import asyncio
 import sys
+from pathlib import Path
 
-from llmctl.gateway_runtime import CHILD_SCRIPT
+import pytest
+
+from llmctl.gateway_runtime import AUTH_HOOK, CHILD_SCRIPT, LITELLM_HOOKS_DIR
 from llmctl.gateway_runtime.child import ConnectionClose, Message, Receive, Scope, Send
 
 ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {"__future__"}
+AUTH_HOOK_FILE = LITELLM_HOOKS_DIR / (AUTH_HOOK.rsplit(".", 1)[0] + ".py")
 
 
-def test_child_imports_only_the_stdlib() -> None:
-    """It runs under the LiteLLM venv's python, which has no llmctl (uvicorn/litellm: importlib)."""
-    tree = ast.parse(CHILD_SCRIPT.read_text())
+@pytest.mark.parametrize("script", [CHILD_SCRIPT, AUTH_HOOK_FILE], ids=["child", "auth-hook"])
+def test_child_and_auth_hook_import_only_the_stdlib(script: Path) -> None:
+    """Both run under the LiteLLM venv's python, which has no llmctl (uvicorn/litellm: importlib)."""
+    tree = ast.parse(script.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -8,6 +8,7 @@ it is real.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from llmctl.smoke_model import write_smoke_model
+from llmctl.transaction import PAUSE_VARIABLE
 from tests.integration.broken_models import write_missing_tensor_gguf
 from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
 from tests.integration.fake_vllm import install_fake_vllm
@@ -147,3 +149,96 @@ def test_a_switch_that_needs_room_puts_the_vllm_to_sleep_and_says_so(stack: Stac
     assert list(phases)[:3] == ["check", "plan", "evict"]
     assert stack.asleep()
     assert stack.native_serves() == ["beta"]
+
+
+class CrowdedStack(Stack):
+    """The same, plus a second llama-server, `side`, on the same GPU: a switch of native to beta
+    must both stop side and put big to sleep to make room."""
+
+    def __init__(self, root: Path, provisioned: Provisioned) -> None:
+        super().__init__(root, provisioned)
+        self.side_port = free_port()
+        data = yaml.safe_load(self.config.read_text())
+        data["backends"]["side"] = {"kind": "llama-server", "command": str(provisioned.llama_server),
+                                    "port": self.side_port, "model": "gamma", "gpus": [0]}  # fmt: skip
+        data["models"]["gamma"] = {**data["models"]["alpha"], "backend": "side"}
+        self.config.write_text(yaml.safe_dump(data))
+
+    def describe_crowded_gpu(self) -> None:
+        """24 GiB, 0.1 free: big holds 2.2 GiB (asleep it keeps 2 by the planner's reckoning),
+        native 0.3, side 0.25. Beta needs 0.75 with the reserve: neither eviction alone frees enough."""
+        used = {"llmctl-big.service": 2.2, "llmctl-native.service": 0.3, "llmctl-side.service": 0.25}
+        processes: list[dict[str, Any]] = [
+            {"pid": 900_001 + i, "used_bytes": int(gib * GiB), "unit": unit}
+            for i, (unit, gib) in enumerate(used.items())
+        ]
+        total = 24 * GiB
+        processes.append({"pid": 900_009, "used_bytes": total - sum(p["used_bytes"] for p in processes) - GiB // 10,
+                          "unit": None})  # fmt: skip
+        self.inventory.write_text(json.dumps({"source": "file", "gpus": [{
+            "index": 0, "uuid": "GPU-11111111-1111-1111-1111-111111111111", "name": "Described 24G",
+            "total_bytes": total, "used_bytes": total - GiB // 10, "free_bytes": GiB // 10,
+            "utilization_percent": 0, "processes": processes,
+        }]}))  # fmt: skip
+
+    def side_serves(self) -> list[str]:
+        data = httpx.get(f"http://127.0.0.1:{self.side_port}/v1/models", timeout=5).json()["data"]
+        return [m["id"] for m in data]
+
+    def big_holds(self) -> int:
+        gpu = json.loads(self.inventory.read_text())["gpus"][0]
+        return int(next(p["used_bytes"] for p in gpu["processes"] if p["unit"] == "llmctl-big.service"))
+
+
+def side_is_stopped(user_manager: UserManager) -> bool:
+    state = subprocess.run(
+        ["systemctl", "--user", "show", "-p", "ActiveState", "llmctl-side.service"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return state.strip() == "ActiveState=inactive"
+
+
+@pytest.mark.parametrize("phase", ["evict", "routes-out", "stopped", "started", "routes-in"])
+def test_a_switch_killed_after_its_evictions_is_undone_whole_by_the_next_command(
+    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path, phase: str
+) -> None:
+    """Issue 13: the intent names every unit the switch touches before it touches any, so a
+    SIGKILL at any phase after the evictions leaves nothing stopped or asleep for good."""
+    crowded = CrowdedStack(tmp_path, provisioned)
+    with stack_up(crowded.run, user_manager):
+        killed_after_evictions(crowded, user_manager, phase)
+
+
+def killed_after_evictions(crowded: CrowdedStack, user_manager: UserManager, phase: str) -> None:
+    crowded.describe_crowded_gpu()
+    inventory = ("--gpu-inventory", str(crowded.inventory))
+    dry = crowded.run("switch", "beta", "--dry-run", "--json", *inventory)
+    evictions = json.loads(dry.stdout)["data"]["plan"]["evictions"]
+    assert [(e["backend"], e["action"]) for e in evictions] == [("big", "sleep"), ("side", "stop")]
+    awake_bytes = crowded.big_holds()
+    process = subprocess.Popen(
+        [*LLMCTL, "--config", str(crowded.config), "switch", "beta", *inventory],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, PAUSE_VARIABLE: phase},
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = ""
+    while f"paused at {phase}" not in line:
+        line = process.stderr.readline()
+        assert line, "switch ended without pausing"
+    # The evictions are done: side stopped, big asleep; the record names them all.
+    assert side_is_stopped(user_manager) and crowded.asleep()
+    record = json.loads((Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "intent.json").read_text())
+    assert record["phase"] == phase
+    assert record["units"] == ["llmctl-native.service", "llmctl-side.service"]
+    assert record["wake"] == ["llmctl-big.service"]
+    process.kill()
+    process.wait()
+
+    recovered = crowded.run("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"stopped at phase {phase}" in recovered.stderr and "big woke up again" in recovered.stderr
+    assert not (Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "intent.json").exists()
+    assert crowded.native_serves() == ["alpha"]
+    assert crowded.side_serves() == ["gamma"]
+    assert not crowded.asleep()
+    assert crowded.big_holds() == awake_bytes  # the fake NVML saw it take its memory back

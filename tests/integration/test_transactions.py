@@ -284,5 +284,78 @@ def test_two_switches_at_once(stack: Stack) -> None:
     assert stack.serving() == ["beta"]
 
 
+def truncate_manifest(snapshot_id: str) -> None:
+    manifest = Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "snapshots" / snapshot_id / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+
+
+def test_a_plain_rollback_refuses_a_corrupt_newest_snapshot_and_changes_nothing(
+    stack: Stack, user_manager: UserManager
+) -> None:
+    """Issue 16: snapshot B (of the first up's state) is truncated; `rollback` must not reach
+    past it to A, from before the first up, and take the stack down."""
+    stack.write("alpha")
+    assert stack.run("up").returncode == 0
+    stack.write("beta")
+    assert stack.run("up").returncode == 0
+    first, second = stack.snapshot_ids()
+    truncate_manifest(second)
+    listing = stack.run("snapshot", "list")
+    assert f"{second}  CORRUPT: manifest.json is not valid JSON (truncated?)" in listing.stdout
+    before = unit_text(user_manager)
+
+    refused = stack.run("rollback")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"the newest snapshot, {second}, is corrupt: manifest.json is not valid JSON" in refused.stderr
+    assert "so nothing was rolled back" in refused.stderr
+    assert f"the newest usable older snapshot is {first} (" in refused.stderr
+    assert f"`llmctl rollback {first}` would:" in refused.stderr
+    assert "remove systemd/user/llmctl-native.service (it stops llmctl-native.service)" in refused.stderr
+    assert "hint: Nothing was changed." in refused.stderr
+    # Nothing changed: the same unit, still serving, the config as edited, no new snapshot.
+    assert unit_text(user_manager) == before
+    assert stack.serving() == ["beta"]
+    assert yaml.safe_load(stack.config.read_text())["backends"]["native"]["model"] == "beta"
+    assert stack.snapshot_ids() == [first, second]
+
+
+def test_recovery_refuses_an_intent_whose_snapshot_is_corrupt_until_a_rollback_id_ends_it(
+    stack: Stack, user_manager: UserManager
+) -> None:
+    stack.write("alpha")
+    assert stack.run("up").returncode == 0
+    before = unit_text(user_manager)
+    assert stack.run("snapshot", "create", "-m", "known good").returncode == 0
+    (good,) = stack.snapshot_ids()[-1:]
+    process = subprocess.Popen(
+        [*LLMCTL, "--config", str(stack.config), "switch", "beta"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, PAUSE_VARIABLE: "stopped"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = ""
+    while "paused at stopped" not in line:
+        line = process.stderr.readline()
+        assert line, "switch ended without pausing"
+    process.kill()
+    process.wait()
+    record = Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "intent.json"
+    taken = json.loads(record.read_text())["snapshot"]
+    truncate_manifest(taken)
+
+    for command in (["recover"], ["up"], ["rollback"]):
+        refused = stack.run(*command)
+        assert refused.returncode == 1, refused.stderr
+        assert f"cannot be used: snapshot {taken} is corrupt" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+        assert f"`llmctl rollback {good}` would:" in refused.stderr
+        assert record.exists()
+    # The way out the error names: the snapshot the user picks, with the unit the switch stopped.
+    ended = stack.run("rollback", good)
+    assert ended.returncode == 0, ended.stderr
+    assert not record.exists()
+    assert unit_text(user_manager) == before
+    assert stack.serving() == ["alpha"]
+
+
 def status_units(stack: Stack) -> dict[str, Any]:
     return {u["name"]: u for u in json_result(stack.run("status", "--json").stdout)["units"]}

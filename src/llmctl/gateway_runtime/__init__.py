@@ -30,6 +30,10 @@ from pathlib import Path
 RUNTIME_DIR_NAME = "llmctl-gateway"  # RuntimeDirectory= of the unit, under $XDG_RUNTIME_DIR
 STATE_FILE_NAME = "state.json"
 CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
+# LiteLLM's custom_auth (401 for any key but the master key); the child puts its directory on
+# LiteLLM's sys.path, and gateway.yaml names it.
+LITELLM_HOOKS_DIR = Path(__file__).resolve().parent / "litellm_hooks"
+AUTH_HOOK = "llmctl_gateway_auth.user_api_key_auth"
 BACKLOG = 4096  # Backlog= of the socket unit; the child's listen() call keeps it
 
 # Bounds, in seconds. A reload takes at most READY + STOP; the unit's TimeoutStartSec= (which

@@ -2,7 +2,9 @@
 
 Run by the LiteLLM venv's python *by path* (``python -I -u child.py --fd N ...``); that venv does
 not have llmctl, so this file imports nothing from it (stdlib, uvicorn and litellm only). The
-config comes through CONFIG_FILE_PATH, the master key through the environment.
+config comes through CONFIG_FILE_PATH, the master key through the environment. The config's
+``custom_auth`` hook is imported from ``litellm_hooks/`` beside this file (``HOOKS_DIR``), which
+it puts on ``sys.path``.
 
 * The inherited fd is wrapped as ``socket.socket(fileno=N)``: uvicorn's own ``--fd`` treats it as
   AF_UNIX, and asyncio then leaves TCP_NODELAY off on accepted connections.
@@ -31,6 +33,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -40,6 +43,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 APP = "litellm.proxy.proxy_server"  # its `app`; the lifespan loads CONFIG_FILE_PATH
+# gateway.yaml's custom_auth module (llmctl_gateway_auth) is imported from here. `python -I`
+# ignores PYTHONPATH, and this directory holds only llmctl's hooks, so appending it shadows nothing.
+HOOKS_DIR = Path(__file__).resolve().parent / "litellm_hooks"
 PR_SET_PDEATHSIG = 1
 STARTUP_FAILED = 3  # like uvicorn.run: the lifespan (config load) failed
 
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if not use_drain:
         log("drain disabled (LLMCTL_GATEWAY_DRAIN=0): keep-alive clients will see errors")
 
+    sys.path.append(str(HOOKS_DIR))
     uvicorn = importlib.import_module("uvicorn")
     app = ConnectionClose(importlib.import_module(APP).app)
     config = uvicorn.Config(

@@ -16,6 +16,7 @@ import yaml
 from llmctl import __version__
 from llmctl.backends import adapter_for
 from llmctl.config.schema import Config
+from llmctl.gateway_runtime import AUTH_HOOK
 from llmctl.secrets import gateway_variable
 
 HEADER = (
@@ -84,6 +85,12 @@ def gateway_config(
         "litellm_settings": {"drop_params": True, "request_timeout": gw.timeout},
         "general_settings": {
             "master_key": "os.environ/LITELLM_MASTER_KEY",
+            # Without a database LiteLLM answers a wrong key 400, and no key or one without
+            # `Bearer ` 500; llmctl's hook answers them 401 and hands the master key back to
+            # LiteLLM, whose checks then run as without the hook (for custom auth it skips them
+            # unless told). See gateway_runtime/litellm_hooks/llmctl_gateway_auth.py.
+            "custom_auth": AUTH_HOOK,
+            "custom_auth_run_common_checks": True,
             # /health sends real requests to every model (and loads Ollama's); llmctl probes
             # the backends itself and the gateway through /health/readiness.
             "background_health_checks": False,
