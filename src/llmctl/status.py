@@ -13,17 +13,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llmctl import gpu, procs, systemd
+from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.config.schema import Config
+from llmctl.kinds import Kind
 from llmctl.paths import Paths
 from llmctl.readiness import probe_once
 from llmctl.stack import StackUnit, stack_from_installed, stack_units
-
-if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -115,9 +113,11 @@ def collect(
     ):
         futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
         sleepers = [u for u in to_probe if getattr(config.backends.get(u.name), "sleep_mode", False)]
-        asleep_futures = {u.unit: pool.submit(_asleep, client, u.url) for u in sleepers}
+        asleep_futures = {
+            u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in sleepers
+        }
         probes = {unit: future.result() for unit, future in futures.items()}
-        asleep = {unit for unit, future in asleep_futures.items() if future.result()}
+        asleep = {unit for unit, future in asleep_futures.items() if future.result() is True}
     gpu_by_pid = gpu.memory_by_pid() if to_probe else None
     now_us = time.monotonic_ns() // 1000
     last_events = _last_events(state_dir or Paths.from_env().state_dir, {u.name for u in units})
@@ -165,17 +165,6 @@ def collect(
             )
         )
     return StackStatus(rows)
-
-
-def _asleep(client: HttpClient, url: str) -> bool:
-    """A vLLM in sleep mode that sleeps now (False when it cannot tell)."""
-    from llmctl.backends import vllm  # noqa: PLC0415
-    from llmctl.errors import LlmctlError  # noqa: PLC0415
-
-    try:
-        return vllm.is_sleeping(client, url)
-    except LlmctlError:
-        return False
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from llmctl.backends import ollama
-from llmctl.backends.base import Health
+from llmctl.backends.base import Health, MemoryFacts, probe_client
 from llmctl.config.load import parse_config
 from llmctl.errors import LlmctlError
 from llmctl.readiness import probe_once, wait_ready
@@ -108,6 +108,23 @@ def test_loaded_models_carry_sizes_and_expiry(client: httpx.Client, server: Olla
     assert loaded.size > LLAMA.size and loaded.size_vram == int(loaded.size * 0.52)
     assert loaded.expires_at is not None and loaded.expires_at.tzinfo is not None
     assert timedelta(minutes=29) < loaded.expires_at - before < timedelta(minutes=31)
+
+
+def test_the_adapter_gives_the_planner_each_loaded_models_size(server: OllamaStandIn) -> None:
+    adapter = ollama.OllamaAdapter()
+    with probe_client(2.0) as client:
+        assert adapter.memory_facts(client, server.url, 2.0) == MemoryFacts()  # nothing loaded
+        ollama.load(client, server.url, "llama3.1:8b", None)
+        [loaded] = adapter.memory_facts(client, server.url, 2.0).loaded
+        assert (
+            loaded
+            == ollama.loaded_models(client, server.url)[0]
+            == adapter.loaded_models(client, server.url)[0]
+        )
+        assert loaded.size_vram == int(loaded.size * 0.52)
+        server.stop()
+        # Not answering: nothing known (the planner keeps the holding as NVML says).
+        assert adapter.memory_facts(client, server.url, 2.0) == MemoryFacts()
 
 
 def test_load_sends_the_documented_request(client: httpx.Client, server: OllamaStandIn) -> None:

@@ -240,6 +240,23 @@ def test_sleep_and_wake_up(client: httpx.Client, wake_up_json: bool) -> None:
     }
 
 
+def test_the_adapter_says_whether_it_sleeps_and_none_when_it_cannot_tell() -> None:
+    adapter = VllmAdapter()
+    with probe_client(2.0) as client:
+        with VllmStandIn(SERVED, dev_mode=True) as server:
+            assert adapter.is_sleeping(client, server.url) is False
+            vllm.sleep(client, server.url, 1)
+            assert adapter.is_sleeping(client, server.url) is True
+            assert adapter.memory_facts(client, server.url, 2.0, sleep_mode=True).asleep is True
+            asked = len(server.requests)
+            # A backend configured without sleep mode has no such state: not even asked.
+            assert adapter.memory_facts(client, server.url, 2.0).asleep is False
+            assert all(r.path != "/is_sleeping" for r in server.requests[asked:])
+        with VllmStandIn(SERVED, dev_mode=False) as server:
+            assert adapter.is_sleeping(client, server.url) is None  # no endpoint
+        assert adapter.is_sleeping(client, server.url) is None  # nothing answers
+
+
 def test_sleep_endpoints_are_unauthenticated(client: httpx.Client) -> None:
     with VllmStandIn(SERVED, dev_mode=True, api_key="sk-local") as server:
         vllm.sleep(client, server.url, 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.backends.ollama import LoadedModel
+from llmctl.backends.base import LoadedModel
 from llmctl.errors import LlmctlError
 from llmctl.estimate import (
     estimate_gguf,

@@ -2,7 +2,9 @@
 
 An adapter is a small stateless object; `llmctl.backends.adapter_for(kind)` returns it. The
 unit renderer asks it how to start the server, `wait-ready`, `status` and the supervisor ask
-it whether the server serves, and the gateway renderer asks it how LiteLLM should address it.
+it whether the server serves, the gateway renderer asks it how LiteLLM should address it, and
+the planner (`llmctl.planner.live`), `status` and `switch` ask it what the server holds in
+memory: `is_sleeping`, `loaded_models` and `memory_facts` (idle, asleep, per-model sizes).
 HTTP goes through a client the caller passes in (`llmctl.backends.http.HttpClient`: our
 stdlib `LoopbackClient` from `probe_client`, or an httpx client with a mock transport in tests).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmctl.backends.checks import Activity, Check, get_check, one_token_completion
@@ -37,6 +40,27 @@ class Probe:
     detail: str
     latency_ms: float | None = None
     models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model a server holds in memory now (Ollama: an entry of /api/ps)."""
+
+    name: str
+    size: int = 0  # bytes in memory, RAM and VRAM together (0: the kind does not say)
+    size_vram: int = 0  # bytes of it in VRAM (`ollama ps` shows size_vram/size as "% GPU")
+    expires_at: datetime | None = None  # when keep_alive unloads it; far in the future when pinned
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """What a running server says about the memory it holds, for planning (best effort)."""
+
+    idle: bool | None = None  # no request in flight (None: the kind cannot tell, or no answer)
+    asleep: bool = False  # put to sleep (vLLM's sleep mode): it holds only a residual
+    # Per-model sizes, from a kind whose one process holds several models (Ollama's /api/ps):
+    # the planner splits the process's GPU memory by them.
+    loaded: tuple[LoadedModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,33 @@ class Adapter:
     def activity(self, client: ProbeHttp, url: str, timeout: float) -> Activity | None:
         """Its work counters now, or None for a kind that has none."""
         return None
+
+    # -- what a running server holds (planning, status, switch) ---------------------------------
+
+    def is_sleeping(self, client: HttpClient, url: str) -> bool | None:
+        """Whether the server sleeps now (its memory released until woken), None when it cannot
+        tell. Kinds without a sleep mode never sleep."""
+        return False
+
+    def loaded_models(self, client: HttpClient, url: str) -> list[LoadedModel]:
+        """The models the server holds now: what /v1/models lists (one-model servers list the
+        one they loaded; sizes unknown). Raises LlmctlError when it does not answer."""
+        from llmctl.errors import LlmctlError  # noqa: PLC0415
+
+        response, _, error = timed_get(client, f"{url}/v1/models")
+        if response is None or response.status_code != 200:
+            what = error or f"/v1/models answered {response and response.status_code}"
+            raise LlmctlError(f"{self.kind.value} at {url} did not list its models: {what}")
+        return [LoadedModel(name) for name in openai_model_ids(response)]
+
+    def memory_facts(
+        self, client: ProbeHttp, url: str, timeout: float, *, sleep_mode: bool = False
+    ) -> MemoryFacts:
+        """Idle from the work counters (`activity`); asleep asked only with `sleep_mode` (a
+        server started without it has no such state)."""
+        activity = self.activity(client, url, timeout)
+        idle = None if activity is None or activity.in_flight is None else activity.in_flight == 0
+        return MemoryFacts(idle=idle, asleep=sleep_mode and self.is_sleeping(client, url) is True)
 
     def url(self, backend: AnyBackend) -> str:
         return base_url(backend.host, backend.port)

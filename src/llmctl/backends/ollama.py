@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from llmctl.backends.base import Adapter, Health, Launch, Probe, gpu_environment, timed_get
+from llmctl.backends.base import (
+    Adapter,
+    Health,
+    Launch,
+    LoadedModel,
+    MemoryFacts,
+    Probe,
+    gpu_environment,
+    timed_get,
+)
 from llmctl.backends.checks import PROMPT, Check, get_check, judge_answer, timed_request
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
@@ -31,16 +39,6 @@ MAX_POLL = 0.5
 def _host_port(host: str, port: int) -> str:
     # No scheme on purpose: with "http://" and no port Ollama would bind port 80.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One entry of /api/ps: a model held in memory."""
-
-    name: str
-    size: int  # bytes in memory, RAM and VRAM together
-    size_vram: int  # bytes of it in VRAM (`ollama ps` shows size_vram/size as "% GPU")
-    expires_at: datetime | None  # when keep_alive unloads it; far in the future when pinned
 
 
 def _parse_loaded(response: HttpResponse) -> list[LoadedModel]:
@@ -212,6 +210,19 @@ class OllamaAdapter(Adapter):
         if loaded is not None and loaded.status_code == 200:
             models = tuple(m.name for m in _parse_loaded(loaded))
         return Probe(Health.OK, "/api/version 200", latency, models)
+
+    def loaded_models(self, client: HttpClient, url: str) -> list[LoadedModel]:
+        """/api/ps: every model loaded now, with its size in RAM and VRAM."""
+        return loaded_models(client, url)
+
+    def memory_facts(
+        self, client: ProbeHttp, url: str, timeout: float, *, sleep_mode: bool = False
+    ) -> MemoryFacts:
+        """The loaded models' sizes (its one process holds them all); idle it cannot tell."""
+        try:
+            return MemoryFacts(loaded=tuple(loaded_models(client, url)))
+        except LlmctlError:
+            return MemoryFacts()
 
     def litellm_params(self, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
         # ollama_chat/ talks to /api/chat; its api_base has no /v1.

@@ -112,13 +112,16 @@ class VllmAdapter(Adapter):
     def deep_probe(
         self, client: ProbeHttp, url: str, model: str | None, timeout: float, *, sleep_mode: bool = False
     ) -> Check:
-        if sleep_mode:
-            try:
-                if is_sleeping(client, url):
-                    return Check(True, "asleep (sleep mode): not tested", skipped=True)
-            except LlmctlError:
-                pass  # cannot tell: the completion below says whether it infers
+        # Cannot tell (None): the completion says whether it infers.
+        if sleep_mode and self.is_sleeping(client, url):
+            return Check(True, "asleep (sleep mode): not tested", skipped=True)
         return one_token_completion(client, url, model, timeout)
+
+    def is_sleeping(self, client: HttpClient, url: str) -> bool | None:
+        try:
+            return is_sleeping(client, url)
+        except LlmctlError:
+            return None  # not answering, or started without sleep mode (no endpoint)
 
     def activity(self, client: ProbeHttp, url: str, timeout: float) -> Activity | None:
         """From /metrics (always on, answered by the API server even when the engine hangs)."""

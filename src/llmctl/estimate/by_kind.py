@@ -21,7 +21,7 @@ from llmctl.estimate.launch import launch_shape
 from llmctl.estimate.result import Estimate
 
 if TYPE_CHECKING:
-    from llmctl.backends.ollama import LoadedModel
+    from llmctl.backends.base import LoadedModel
     from llmctl.config.schema import AnyBackend, Config
 
 
@@ -120,8 +120,10 @@ def estimate_model(
     if cpu_only is not None:
         shape = replace(shape, cpu_only=cpu_only)
     if backend.kind == Kind.OLLAMA:
+        from llmctl.backends.ollama import canonical  # noqa: PLC0415
+
         for loaded in ollama_loaded:
-            if _ollama_name(loaded.name) in (_ollama_name(model.source), _ollama_name(model_id)):
+            if canonical(loaded.name) in (canonical(model.source), canonical(model_id)):
                 return estimate_ollama(loaded, None)
         kind = classify_source(model.source)
         path = (
@@ -151,8 +153,3 @@ def estimate_model(
         swa_full=shape.swa_full,
         outputs=shape.outputs,
     )
-
-
-def _ollama_name(name: str) -> str:
-    last = name.rsplit("/", 1)[-1]
-    return (name if ":" in last else f"{name}:latest").casefold()

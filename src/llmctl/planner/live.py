@@ -9,16 +9,12 @@ and the GPUs' processes, refined by what the backends themselves answer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from llmctl.errors import LlmctlError
-
 if TYPE_CHECKING:
-    from llmctl.backends.http import HttpClient
-    from llmctl.backends.ollama import LoadedModel
+    from llmctl.backends.base import LoadedModel, MemoryFacts
     from llmctl.config.schema import Config
     from llmctl.gpu import GpuSource, Inventory
     from llmctl.planner.types import Holding, Plan
@@ -32,7 +28,8 @@ class Facts:
 
     inventory: Inventory
     running: list[Holding]
-    ollama_loaded: dict[str, list[LoadedModel]] = field(default_factory=dict)  # by backend name
+    # By backend name, from the kinds that report per-model sizes (Ollama's /api/ps).
+    loaded: dict[str, list[LoadedModel]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -62,7 +59,7 @@ def plan_for(
         model_id,
         name,
         gpu_totals=[g.total_bytes for g in gpus],
-        ollama_loaded=facts.ollama_loaded.get(name, []),
+        ollama_loaded=facts.loaded.get(name, []),
         cpu_only=True if chosen.gpus == [] or not facts.inventory.gpus else None,
     )
     result = plan(config, model_id, facts.inventory, facts.running, backend=name, estimate=estimate)
@@ -80,13 +77,14 @@ def gather_facts(
 
     With a described inventory, what runs is what the file says (its processes' units, models
     and idle flags): the file may describe another machine. Otherwise NVML's processes are
-    mapped to units through `systemctl --user show` (ControlGroup) and their cgroups, Ollama's
-    GPU memory is split per model from /api/ps, and idleness is asked from llama-server's /slots
-    and vLLM's /metrics. Without a user manager, only the processes' own cgroup paths say which
+    mapped to units through `systemctl --user show` (ControlGroup) and their cgroups, and each
+    running backend's adapter says what it holds (`Adapter.memory_facts`: Ollama's GPU memory
+    per model from /api/ps, idleness from llama-server's /slots and vLLM's /metrics, vLLM's
+    sleep). Without a user manager, only the processes' own cgroup paths say which
     unit they belong to.
     """
     from llmctl import gpu, procs, systemd  # noqa: PLC0415
-    from llmctl.kinds import Kind  # noqa: PLC0415
+    from llmctl.backends import adapter_for  # noqa: PLC0415
     from llmctl.planner.holdings import holdings_from_inventory  # noqa: PLC0415
     from llmctl.render.units import unit_name  # noqa: PLC0415
 
@@ -108,54 +106,50 @@ def gather_facts(
     }
     inventory = gpu.with_units(inventory, units_by_pid)
     running = holdings_from_inventory(config, inventory, serving)
-    ollama_active = any(config.backends[name].kind is Kind.OLLAMA for name in active)
-    if not running and not ollama_active:
-        # Nothing holds GPU memory (no GPU, or none of ours on it): no server needs asking.
+    many_models = any(adapter_for(config.backends[name].kind).serves_many for name in active)
+    if not running and not many_models:
+        # Nothing holds GPU memory (no GPU, or none of ours on it), and no server's report of
+        # its loaded models is needed for the estimate: no server needs asking.
         return Facts(inventory, running, notes=notes)
     running, loaded = _ask_backends(config, running, set(active), probe_timeout)
-    return Facts(inventory, running, ollama_loaded=loaded, notes=notes)
+    return Facts(inventory, running, loaded=loaded, notes=notes)
 
 
 def _ask_backends(
     config: Config, running: list[Holding], active: set[str], timeout: float
 ) -> tuple[list[Holding], dict[str, list[LoadedModel]]]:
-    """Ollama's models per holding; idle and asleep flags from the servers (best effort)."""
-    from llmctl.backends import ollama  # noqa: PLC0415
+    """Each running backend's memory facts, asked in parallel (best effort: a server that does
+    not answer leaves its holding as the inventory says), and the holdings refined by them: idle
+    and asleep flags, and a many-model process split per loaded model."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from llmctl.backends import adapter_for  # noqa: PLC0415
     from llmctl.backends.base import base_url, probe_client  # noqa: PLC0415
-    from llmctl.kinds import Kind  # noqa: PLC0415
 
-    loaded: dict[str, list[LoadedModel]] = {}
+    def ask(name: str) -> MemoryFacts:
+        backend = config.backends[name]
+        url = base_url(backend.host, backend.port)
+        sleep_mode = getattr(backend, "sleep_mode", False)
+        return adapter_for(backend.kind).memory_facts(client, url, timeout, sleep_mode=sleep_mode)
+
+    names = sorted(active)
+    with probe_client(timeout) as client, ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+        facts = dict(zip(names, pool.map(ask, names), strict=True))
     out: list[Holding] = []
-    with probe_client(timeout) as client:
-        for name in sorted(active):
-            backend = config.backends[name]
-            url = base_url(backend.host, backend.port)
-            if backend.kind == Kind.OLLAMA:
-                try:
-                    loaded[name] = ollama.loaded_models(client, url)
-                except LlmctlError:
-                    loaded[name] = []
-        for holding in running:
-            configured = config.backends.get(holding.backend)
-            if configured is None or holding.backend not in active:
-                out.append(holding)
-                continue
-            backend = configured
-            url = base_url(backend.host, backend.port)
-            if backend.kind == Kind.OLLAMA and holding.model is None and loaded.get(holding.backend):
-                out.extend(split_ollama(holding, loaded[holding.backend]))
-            elif backend.kind == Kind.LLAMA_SERVER:
-                out.append(replace(holding, idle=_llama_server_idle(client, url)))
-            elif backend.kind == Kind.VLLM:
-                idle, asleep = _vllm_state(client, url, getattr(backend, "sleep_mode", False))
-                out.append(replace(holding, idle=idle, asleep=asleep))
-            else:
-                out.append(holding)
-    return out, loaded
+    for holding in running:
+        known = facts.get(holding.backend)
+        if known is None:
+            out.append(holding)
+        elif known.loaded and holding.model is None:
+            out.extend(split_by_loaded(holding, known.loaded))
+        else:
+            out.append(replace(holding, idle=known.idle, asleep=known.asleep))
+    return out, {name: list(f.loaded) for name, f in facts.items() if f.loaded}
 
 
-def split_ollama(holding: Holding, loaded: Sequence[LoadedModel]) -> list[Holding]:
-    """One Ollama backend's GPU memory split per loaded model, in proportion to size_vram."""
+def split_by_loaded(holding: Holding, loaded: Sequence[LoadedModel]) -> list[Holding]:
+    """One process's GPU memory split per loaded model, in proportion to their VRAM sizes
+    (Ollama's size_vram); unsplit when the sizes are unknown."""
     total_vram = sum(m.size_vram for m in loaded)
     if total_vram <= 0:
         return [holding]
@@ -164,37 +158,3 @@ def split_ollama(holding: Holding, loaded: Sequence[LoadedModel]) -> list[Holdin
         share = {g: b * m.size_vram // total_vram for g, b in holding.bytes_by_gpu.items()}
         out.append(replace(holding, model=m.name, bytes_by_gpu=share))
     return out
-
-
-def _llama_server_idle(client: HttpClient, url: str) -> bool | None:
-    from llmctl.backends.base import timed_get  # noqa: PLC0415
-
-    response, _, _ = timed_get(client, f"{url}/slots")
-    if response is None or response.status_code != 200:
-        return None
-    try:
-        slots = response.json()
-        return not any(bool(slot.get("is_processing")) for slot in slots)
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def _vllm_state(client: HttpClient, url: str, sleep_mode: bool) -> tuple[bool | None, bool]:
-    from llmctl.backends.base import timed_get  # noqa: PLC0415
-
-    asleep = False
-    if sleep_mode:
-        response, _, _ = timed_get(client, f"{url}/is_sleeping")
-        if response is not None and response.status_code == 200:
-            try:
-                asleep = bool(response.json().get("is_sleeping"))
-            except (ValueError, AttributeError):
-                asleep = False
-    response, _, _ = timed_get(client, f"{url}/metrics")
-    if response is None or response.status_code != 200:
-        return None, asleep
-    running = [
-        float(m.group(1))
-        for m in re.finditer(r"^vllm:num_requests_running(?:\{[^}]*\})? ([0-9.eE+-]+)$", response.text, re.M)
-    ]
-    return (not any(running)) if running else None, asleep

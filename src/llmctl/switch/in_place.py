@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llmctl import systemd, transaction
+from llmctl.backends import adapter_for
 from llmctl.backends.base import probe_client
 from llmctl.config.load import LoadedConfig
 from llmctl.errors import LlmctlError
+from llmctl.kinds import Kind
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.stack import stack_units
@@ -136,17 +138,12 @@ def _undo(failure: LlmctlError, evicted: Evicted, paths: Paths) -> LlmctlError:
 
 def vllm_asleep(loaded: LoadedConfig, name: str) -> bool:
     """Whether backend `name` is a vLLM in sleep mode that sleeps now (asked over its API)."""
-    from llmctl.backends import vllm  # noqa: PLC0415
-
-    backend = loaded.config.backends[name]
-    if not getattr(backend, "sleep_mode", False):
+    if not getattr(loaded.config.backends[name], "sleep_mode", False):
         return False
     unit = next(u for u in stack_units(loaded.config) if u.name == name)
-    try:
-        with probe_client(5.0) as client:
-            return vllm.is_sleeping(client, unit.url)
-    except LlmctlError:
-        return False  # not answering: the normal path (restart) handles it
+    with probe_client(5.0) as client:
+        # Cannot tell (None: not answering): the normal path (restart) handles it.
+        return adapter_for(Kind(unit.kind)).is_sleeping(client, unit.url) is True
 
 
 def wake_vllm(
