@@ -167,7 +167,7 @@ def _wait_serving(
         # While the start job runs, what systemd shows may still be the old process (a restart
         # not begun yet) or the gap between stop and start: judge only once it has ended.
         settled = job is None or job.finished
-        if settled and state.active_state == "active" and unit.is_supervisor:
+        if settled and state.active_state == "active" and unit.ready_when_active:
             return waited  # Type=notify: active means it sent READY=1
         if settled and state.active_state == "active":
             probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
@@ -185,7 +185,7 @@ def _wait_serving(
             detail = "restarting"  # the job has not started the new process yet
         else:
             seen_activating = seen_activating or state.active_state == "activating"
-            if unit.is_supervisor:
+            if unit.ready_when_active:
                 detail = "starting (its first round of probes)"
             else:
                 probe = probe_once(client, unit.kind, unit.url, unit.model)  # type: ignore[arg-type]
@@ -239,9 +239,9 @@ def converge(
     jobs: dict[str, systemd.StartJob] = {}
     with probe_client(5.0) as client, _closing(jobs):
         # Backends load in parallel; the gateway goes once they serve; the supervisor last.
-        backends = [p for p in plan if not p[0].is_gateway and not p[0].is_supervisor]
+        backends = [p for p in plan if not p[0].is_gateway and not p[0].ready_when_active]
         gateway = [p for p in plan if p[0].is_gateway]
-        for group in (backends, gateway, [p for p in plan if p[0].is_supervisor]):
+        for group in (backends, gateway, [p for p in plan if p[0].ready_when_active]):
             if not group:
                 continue
             systemd.reset_failed([u.unit for u, _ in group])

@@ -29,6 +29,7 @@ COMMANDS = {
     "gateway": "gateway_cmds",
     "init": "init_cmds",
     "model": "model_cmds",
+    "router": "router_cmds",
     "runbook": "runbook_cmds",
     "snapshot": "snapshot_cmds",
     "switch": "switch_cmds",

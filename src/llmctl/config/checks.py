@@ -145,18 +145,21 @@ def _check_fallbacks(config: Config) -> Iterator[Problem]:
 
 
 def _check_network(config: Config) -> Iterator[Problem]:
-    listeners: list[tuple[Loc, str, int]] = [
-        (("backends", name), b.host, b.port) for name, b in config.backends.items()
+    listeners: list[tuple[Loc, int]] = [
+        (("backends", name, "port"), b.port) for name, b in config.backends.items()
     ]
     if config.gateway.enabled:
-        listeners.append((("gateway",), config.gateway.host, config.gateway.port))
+        listeners.append((("gateway", "port"), config.gateway.port))
+        if config.gateway.on_demand:
+            # The router listens on loopback beside the gateway (default: the next port).
+            listeners.append((("gateway", "router_port"), config.gateway.router_listen_port))
     metrics = config.supervisor.metrics
     if config.supervisor.enabled and metrics.enabled:
-        listeners.append((("supervisor", "metrics"), metrics.host, metrics.port))
+        listeners.append((("supervisor", "metrics", "port"), metrics.port))
     seen: dict[int, Loc] = {}
-    for loc, _host, port in listeners:
+    for loc, port in listeners:
         if port in seen:
-            yield Problem((*loc, "port"), f"port {port} is also used by {format_loc(seen[port])}")
+            yield Problem(loc, f"port {port} is also used by {format_loc(seen[port][:-1])}")
         else:
             seen[port] = loc
     exposed: list[tuple[Loc, str, bool]] = [

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -78,6 +79,24 @@ GpuRef = (
 )
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _duration_seconds(value: Any) -> Any:
+    """`idle_unload: 10m` and `idle_unload: 600` mean the same: seconds as a number."""
+    if isinstance(value, bool):
+        return value  # refused by the float check below, with pydantic's own message
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match is None:
+            raise ValueError("must be seconds (600) or a duration like 90s, 10m, 2h")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if isinstance(value, int):
+        return float(value)
+    return value
+
+
 def _valid_host(value: str) -> str:
     try:
         ipaddress.ip_address(value)
@@ -88,6 +107,7 @@ def _valid_host(value: str) -> str:
 
 
 Host = Annotated[str, AfterValidator(_valid_host)]
+Duration = Annotated[float, BeforeValidator(_duration_seconds), Field(gt=0, le=30 * 86_400)]
 
 
 def is_loopback(host: str) -> bool:
@@ -124,6 +144,11 @@ class BackendBase(Strict):
     pinned: bool = Field(default=False, description="Never stopped to make room for a switch.")
     start_timeout: Annotated[int, Field(ge=5, le=7200)] | None = Field(
         default=None, description="Seconds a start may take (model load); default per kind."
+    )
+    idle_unload: Duration | None = Field(
+        default=None,
+        description="With gateway.on_demand: unload a model of this backend nobody asked for in "
+        "this long (seconds or 90s/10m/2h); a model's own idle_unload wins.",
     )
 
 
@@ -223,11 +248,40 @@ class Model(Strict):
     remote: RemoteModel | None = Field(
         default=None, description="A provider's model, routed by the gateway (instead of backend and source)."
     )
+    pinned: bool = Field(
+        default=False, description="With gateway.on_demand: never evicted to load another model."
+    )
+    idle_unload: Duration | None = Field(
+        default=None, description="With gateway.on_demand: unload it after this long without a request."
+    )
+    min_residency: Duration | None = Field(
+        default=None,
+        description="With gateway.on_demand: once loaded, stays at least this long (against thrash).",
+    )
+    load_timeout: Duration | None = Field(
+        default=None,
+        description="With gateway.on_demand: how long a request waits for it to load; default: the "
+        "backend's start timeout.",
+    )
 
     @model_validator(mode="after")
     def _local_or_remote(self) -> Model:
         if self.remote is not None:
-            extra = [k for k in ("backend", "source", "context", "gpu_layers") if getattr(self, k)]
+            extra = [
+                k
+                for k in (
+                    "backend",
+                    "source",
+                    "context",
+                    "gpu_layers",
+                    "idle_unload",
+                    "min_residency",
+                    "load_timeout",
+                )
+                if getattr(self, k)
+            ]
+            if self.pinned:
+                extra.append("pinned")
             if extra:
                 raise ValueError(f"a remote model takes no {', '.join(extra)}")
         elif self.backend is None or self.source is None:
@@ -262,6 +316,22 @@ class Gateway(Strict):
     allowed_fails: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=3, description="LiteLLM's allowed_fails: failures in a minute before a cooldown."
     )
+    on_demand: bool = Field(
+        default=False,
+        description="Route every local model at all times through llmctl's router, which loads a "
+        "model when a request asks for it (see docs/on-demand.md).",
+    )
+    router_port: Port | None = Field(
+        default=None, description="Loopback port of the router (on_demand); default: port + 1."
+    )
+    drain_timeout: Duration = Field(
+        default=120.0,
+        description="Seconds a server's requests in flight may take to finish before it stops.",
+    )
+
+    @property
+    def router_listen_port(self) -> int:
+        return self.router_port if self.router_port is not None else self.port + 1
 
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]

@@ -15,8 +15,9 @@ import yaml
 
 from llmctl import __version__
 from llmctl.backends import adapter_for
-from llmctl.config.schema import Config
+from llmctl.config.schema import AnyBackend, Config, Model
 from llmctl.gateway_runtime import AUTH_HOOK
+from llmctl.router import model_path
 from llmctl.secrets import gateway_variable
 
 HEADER = (
@@ -26,7 +27,10 @@ HEADER = (
 
 
 def routed_models(config: Config, serving: dict[str, str]) -> list[str]:
-    """Model ids the gateway routes: remote ones, Ollama's, and what each backend serves now."""
+    """Model ids the gateway routes: remote ones, Ollama's, and what each backend serves now
+    (with gateway.on_demand: every local model, through llmctl's router)."""
+    if config.gateway.on_demand:
+        return sorted(config.models)
     out = []
     for model_id, model in sorted(config.models.items()):
         if model.remote is not None:
@@ -43,26 +47,10 @@ def gateway_config(
 ) -> dict[str, Any]:
     """`addresses` sends a backend's routes to another host and port (a switch's bridge)."""
     routed = routed_models(config, serving)
-    model_list: list[dict[str, Any]] = []
-    for model_id in routed:
-        model = config.models[model_id]
-        if model.remote is not None:
-            params: dict[str, Any] = {"model": f"{model.remote.provider}/{model.remote.model}"}
-            if model.remote.api_base:
-                params["api_base"] = model.remote.api_base
-            if model.remote.api_key_env:
-                params["api_key"] = f"os.environ/{model.remote.api_key_env}"
-        else:
-            assert model.backend is not None
-            backend = config.backends[model.backend]
-            if addresses and model.backend in addresses:
-                host, port = addresses[model.backend]
-                backend = backend.model_copy(update={"host": host, "port": port})
-            params = adapter_for(backend.kind).litellm_params(backend, model_id, model)
-            if getattr(backend, "api_key", False):
-                # The unit's EnvironmentFile= gives the gateway this backend's key file.
-                params["api_key"] = f"os.environ/{gateway_variable(model.backend)}"
-        model_list.append({"model_name": model_id, "litellm_params": params})
+    model_list = [
+        {"model_name": model_id, "litellm_params": _params(config, model_id, addresses)}
+        for model_id in routed
+    ]
 
     fallbacks = []
     for source, targets in sorted(config.gateway.fallbacks.items()):
@@ -77,6 +65,11 @@ def gateway_config(
         "allowed_fails": gw.allowed_fails,
         "cooldown_time": gw.cooldown_time,
     }
+    if gw.on_demand:
+        # A 503 from llmctl's router means "cannot load now, and here is why"; the router holds
+        # that answer itself for a few seconds. LiteLLM's cooldown would instead refuse the
+        # model for cooldown_time after it could load again.
+        router["disable_cooldowns"] = True
     if fallbacks:
         router["fallbacks"] = fallbacks
     return {
@@ -96,6 +89,42 @@ def gateway_config(
             "background_health_checks": False,
         },
     }
+
+
+def _params(config: Config, model_id: str, addresses: Mapping[str, tuple[str, int]] | None) -> dict[str, Any]:
+    """The litellm_params of one model: a provider's, or how LiteLLM reaches the backend."""
+    model = config.models[model_id]
+    if model.remote is not None:
+        params: dict[str, Any] = {"model": f"{model.remote.provider}/{model.remote.model}"}
+        if model.remote.api_base:
+            params["api_base"] = model.remote.api_base
+        if model.remote.api_key_env:
+            params["api_key"] = f"os.environ/{model.remote.api_key_env}"
+        return params
+    assert model.backend is not None
+    backend = config.backends[model.backend]
+    if addresses and model.backend in addresses:
+        host, port = addresses[model.backend]
+        backend = backend.model_copy(update={"host": host, "port": port})
+    if config.gateway.on_demand:
+        params = _through_router(config, backend, model_id, model)
+    else:
+        params = adapter_for(backend.kind).litellm_params(backend, model_id, model)
+    if getattr(backend, "api_key", False):
+        # The unit's EnvironmentFile= gives the gateway this backend's key file.
+        params["api_key"] = f"os.environ/{gateway_variable(model.backend)}"
+    return params
+
+
+def _through_router(config: Config, backend: AnyBackend, model_id: str, model: Model) -> dict[str, Any]:
+    """The backend's own params, addressed to the model's path on the router: the router
+    strips the prefix and forwards the rest (/v1/..., /api/chat) to the backend."""
+    router = backend.model_copy(update={"host": "127.0.0.1", "port": config.gateway.router_listen_port})
+    adapter = adapter_for(backend.kind)
+    params = adapter.litellm_params(router, model_id, model)
+    root = adapter.url(router)
+    params["api_base"] = root + model_path(model_id) + str(params["api_base"]).removeprefix(root)
+    return params
 
 
 def render_gateway_config(

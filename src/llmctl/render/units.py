@@ -49,6 +49,8 @@ GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload
 # It reloads no model, and the start limit above still ends a crash loop (in ~40 s, not ~80).
 GATEWAY_RESTART_SEC = 2
 GATEWAY_STOP_TIMEOUT = CHILD_STOP_TIMEOUT + 15
+# The router holds no model: a crashed one should be back before LiteLLM's clients notice.
+ROUTER_RESTART_SEC = 1
 assert GATEWAY_START_TIMEOUT > RELOAD_WAIT_TIMEOUT, "reload-wait must give up before systemd does"
 
 
@@ -307,6 +309,39 @@ def _render_supervisor(config: Config, options: RenderOptions) -> str:
     )
 
 
+def _render_router(config: Config, options: RenderOptions) -> tuple[str, str]:
+    """(socket unit, service unit) of llmctl's router (gateway.on_demand)."""
+    from llmctl.router import ROUTER_SOCKET, ROUTER_UNIT  # noqa: PLC0415
+
+    listen = _listen_stream("127.0.0.1", config.gateway.router_listen_port)
+    socket_text = _render(
+        "router.socket.j2", options, unit=ROUTER_SOCKET,
+        description=escape.plain_value(f"llmctl router socket ({listen})"),
+        listen=escape.plain_value(listen), backlog=BACKLOG,
+    )  # fmt: skip
+    serve = [
+        *options.llmctl_argv, "--config", str(options.config_path),
+        "router", "serve", "--state-dir", str(options.paths.state_dir),
+    ]  # fmt: skip
+    backends = [unit_name(n) for n in sorted(config.backends)]
+    service_text = _render(
+        "router.service.j2",
+        options,
+        unit=ROUTER_UNIT,
+        socket=ROUTER_SOCKET,
+        description="llmctl router (models loaded on demand)",
+        after=escape.unit_word_list([ROUTER_SOCKET, *backends]),
+        exec_start=escape.exec_line(serve),
+        restart_sec=ROUTER_RESTART_SEC,
+        start_timeout=SUPERVISOR_START_TIMEOUT,
+        stop_timeout=int(config.gateway.drain_timeout) + 15,
+        syslog_identifier=syslog_identifier(ROUTER_UNIT),
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
+    )
+    return socket_text, service_text
+
+
 def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
     files: dict[str, str] = {}
     units: list[str] = []
@@ -321,6 +356,14 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         files["llmctl/gateway.yaml"] = render_gateway_config(config, dict(serving_model_map(config, options)))
         units.append(GATEWAY_UNIT)
         wants += [GATEWAY_SOCKET, GATEWAY_UNIT]
+        if config.gateway.on_demand:
+            from llmctl.router import ROUTER_SOCKET, ROUTER_UNIT  # noqa: PLC0415
+
+            socket_text, service_text = _render_router(config, options)
+            files[f"{UNIT_SUBDIR}/{ROUTER_SOCKET}"] = socket_text
+            files[f"{UNIT_SUBDIR}/{ROUTER_UNIT}"] = service_text
+            units.append(ROUTER_UNIT)
+            wants += [ROUTER_SOCKET, ROUTER_UNIT]
     if config.supervisor.enabled:
         files[f"{UNIT_SUBDIR}/{SUPERVISOR_UNIT}"] = _render_supervisor(config, options)
         units.append(SUPERVISOR_UNIT)

@@ -85,10 +85,13 @@ def switch(
     on_phase: Callable[[str, float], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     gpu_source: GpuSource | None = None,
+    snapshot_command: str = "switch",
 ) -> SwitchResult:
-    """With `gpu_source` (NVML or a described inventory: `gpu.source_for`) the switch plans
-    its memory (`planner.live.plan_for`) and waits after every stop until the memory is back;
-    without one, nothing is planned (tests of the transaction alone)."""
+    """snapshot_command names the snapshot's command (`load` for llmctl's router: those are
+    pruned among themselves). With `gpu_source` (NVML or a described
+    inventory: `gpu.source_for`) the switch plans its memory (`planner.live.plan_for`) and
+    waits after every stop until the memory is back; without one, nothing is planned (tests of
+    the transaction alone)."""
     from llmctl import recovery  # noqa: PLC0415 - avoids an import cycle
 
     systemd.require_manager()
@@ -121,7 +124,7 @@ def switch(
             result.unchanged = True
             return result
         snapshot = snapshots.take(
-            paths, loaded.path, reason=f"before switch {name} to {model_id}", command="switch",
+            paths, loaded.path, reason=f"before switch {name} to {model_id}", command=snapshot_command,
             keep=loaded.config.snapshots.keep,
         )  # fmt: skip
         result.snapshot = snapshot.id
@@ -160,6 +163,9 @@ def switch(
             error.details.extend(wake_again(evicted, paths))
             raise error from None
         transaction.finish(paths.state_dir)
+        result.evicted = tuple(
+            unit.removeprefix("llmctl-").removesuffix(".service") for unit in evicted.stopped
+        )
         record_history(paths, result, ok=True)
     return result
 

@@ -39,6 +39,7 @@ class SwitchResult:
     entered: list[str] = field(default_factory=list)  # every phase begun, finished or not
     snapshot: str | None = None
     unchanged: bool = False
+    evicted: tuple[str, ...] = ()  # other backends stopped to make room
 
     @property
     def total(self) -> float:

@@ -1,0 +1,95 @@
+"""`llmctl router serve` (run by llmctl-router.service): the config, the policies, the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmctl.config.load import LoadedConfig
+from llmctl.router.scheduler import ModelPolicy
+
+if TYPE_CHECKING:
+    from llmctl.paths import Paths
+
+DEFAULT_LOAD_TIMEOUT_EXTRA = 30.0  # over the backend's start timeout: the swap's own steps
+
+
+def policies_for(loaded: LoadedConfig) -> dict[str, ModelPolicy]:
+    """One policy per local model: the model's settings over its backend's, over the defaults."""
+    from llmctl.backends import adapter_for  # noqa: PLC0415
+
+    config = loaded.config
+    out = {}
+    for model_id, model in sorted(config.models.items()):
+        if model.backend is None or model.backend not in config.backends:
+            continue
+        backend = config.backends[model.backend]
+        start = backend.start_timeout or adapter_for(backend.kind).default_start_timeout
+        out[model_id] = ModelPolicy(
+            model_id=model_id,
+            backend=model.backend,
+            pinned=model.pinned,
+            idle_unload=model.idle_unload if model.idle_unload is not None else backend.idle_unload,
+            min_residency=model.min_residency or 0.0,
+            load_timeout=model.load_timeout or start + DEFAULT_LOAD_TIMEOUT_EXTRA,
+        )
+    return out
+
+
+def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None) -> int:
+    from llmctl.backends import adapter_for  # noqa: PLC0415
+    from llmctl.config.load import load_config  # noqa: PLC0415
+    from llmctl.gateway_runtime.sockets import bind_socket, inherited_socket, systemd_notifier  # noqa: PLC0415
+    from llmctl.paths import Paths  # noqa: PLC0415
+    from llmctl.router.loader import SwitchLoader  # noqa: PLC0415
+    from llmctl.router.metrics import RouterMetrics  # noqa: PLC0415
+    from llmctl.router.scheduler import Scheduler  # noqa: PLC0415
+    from llmctl.router.server import Router, event_recorder, run  # noqa: PLC0415
+    from llmctl.state import applied_config_file  # noqa: PLC0415
+
+    paths = Paths.from_env()
+    if state_dir is not None and state_dir.name == "llmctl":
+        paths = replace(paths, state_home=state_dir.parent)  # what the unit says wins
+    applied = applied_config_file(paths.state_dir)
+    # The config the installed units came from, addressed as the user's file (snapshots of a
+    # load record the user's config as a switch on the command line does).
+    loaded = replace(load_config(applied if applied.is_file() else config_path), path=config_path)
+    config = loaded.config
+    metrics = RouterMetrics()
+    loader = SwitchLoader(loaded, paths, config_path, inventory_file, on_message=_say)
+    serves_many = {n for n, b in config.backends.items() if adapter_for(b.kind).serves_many}
+    scheduler = Scheduler(
+        policies_for(loaded), serves_many, loader,
+        drain_timeout=config.gateway.drain_timeout, on_event=event_recorder(paths.state_dir, metrics),
+    )  # fmt: skip
+    for name, model in _loaded_now(paths).items():
+        if name in scheduler.slots:
+            scheduler.set_loaded(name, model)
+    addresses = {n: (b.host, b.port) for n, b in config.backends.items()}
+    router = Router(scheduler, addresses, metrics)
+    sock = inherited_socket(os.environ) or bind_socket("127.0.0.1", config.gateway.router_listen_port)
+    asyncio.run(run(router, sock, systemd_notifier()))
+    return 0
+
+
+def _loaded_now(paths: Paths) -> dict[str, str]:
+    """Backends whose unit runs now, with the model its installed unit serves."""
+    from llmctl import systemd  # noqa: PLC0415
+    from llmctl.stack import stack_from_installed  # noqa: PLC0415
+
+    units = [u for u in stack_from_installed(paths.config_home) if u.model is not None]
+    states = systemd.show([u.unit for u in units])
+    out = {}
+    for unit in units:
+        state = states.get(unit.unit)
+        if state is not None and state.active_state in ("active", "activating") and unit.model is not None:
+            out[unit.name] = unit.model
+    return out
+
+
+def _say(message: str) -> None:
+    print(f"llmctl-router: {message}", file=sys.stderr, flush=True)
