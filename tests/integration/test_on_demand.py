@@ -1,0 +1,256 @@
+"""gateway.on_demand in the real manager: real llama-server, llama-cpp-python and LiteLLM, with
+llmctl's router between them. Every configured model answers through the gateway; models
+load when asked for; LiteLLM is never reloaded for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmctl.smoke_model import SmokeShape, write_smoke_model
+from tests.integration.broken_models import write_missing_tensor_gguf
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
+
+LLMCTL = [sys.executable, "-m", "llmctl"]
+IDLE_UNLOAD = 8  # seconds, on the native backend
+
+
+class OnDemandStack:
+    def __init__(self, root: Path, provisioned: Provisioned) -> None:
+        alpha = write_smoke_model(root / "alpha.gguf", seed=1)
+        beta = write_smoke_model(root / "beta.gguf", SmokeShape(layers=3), seed=2)
+        broken = write_missing_tensor_gguf(alpha, root / "broken.gguf")
+        self.gateway_port = free_port()
+        self.router_port = free_port()
+        self.native_port = free_port()
+        native = {"backend": "native", "context": 512}
+        self.config = root / "llmctl.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "backends": {
+                        "native": {
+                            "kind": "llama-server",
+                            "command": str(provisioned.llama_server),
+                            "port": self.native_port,
+                            "model": "alpha",
+                            "gpus": [],
+                            "idle_unload": f"{IDLE_UNLOAD}s",
+                        },
+                        "pyserver": {
+                            "kind": "llama-cpp-python",
+                            "command": str(provisioned.llama_cpp_python),
+                            "port": free_port(),
+                            "model": "other",
+                            "gpus": [],
+                        },
+                    },
+                    "models": {
+                        "alpha": {**native, "source": str(alpha)},
+                        "beta": {**native, "source": str(beta)},
+                        "broken": {**native, "source": str(broken)},
+                        "broken-alone": {**native, "source": str(broken)},
+                        # Pinned, with an idle time that would otherwise have unloaded it.
+                        "other": {
+                            "backend": "pyserver",
+                            "source": str(alpha),
+                            "context": 512,
+                            "pinned": True,
+                            "idle_unload": "2s",
+                        },
+                    },  # fmt: skip
+                    "gateway": {
+                        "command": str(provisioned.litellm),
+                        "port": self.gateway_port,
+                        "on_demand": True,
+                        "router_port": self.router_port,
+                        "fallbacks": {"broken": ["other"]},
+                    },
+                }
+            )
+        )
+        self._key: str | None = None
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = self.run("gateway", "key").stdout.strip()
+        return self._key
+
+    def chat(self, model: str, client: httpx.Client, max_tokens: int = 4) -> httpx.Response:
+        return client.post(
+            f"http://127.0.0.1:{self.gateway_port}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {self.key}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens},
+            timeout=180,
+        )
+
+    def router_state(self) -> dict[str, Any]:
+        response = httpx.get(f"http://127.0.0.1:{self.router_port}/_llmctl/state", timeout=10)
+        state: dict[str, Any] = response.json()["backends"]
+        return state
+
+    def gateway_generation(self) -> int:
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "llmctl-gateway" / "state.json"
+        generation: int = json.loads(path.read_text())["serving"]["generation"]
+        return generation
+
+    def main_pid(self, unit: str) -> int:
+        out = subprocess.run(
+            ["systemctl", "--user", "show", "-p", "MainPID", "--value", unit],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return int(out.strip() or 0)
+
+    def active(self, unit: str) -> str:
+        return subprocess.run(
+            ["systemctl", "--user", "is-active", unit], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, provisioned: Provisioned, user_manager: UserManager
+) -> Iterator[OnDemandStack]:
+    s = OnDemandStack(tmp_path_factory.mktemp("on-demand"), provisioned)
+    with stack_up(s.run, user_manager):
+        yield s
+
+
+def test_every_model_answers_alternating_with_no_gateway_reload(stack: OnDemandStack) -> None:
+    generation = stack.gateway_generation()
+    failures: list[str] = []
+    answered: dict[str, int] = {}
+    stop = time.monotonic() + 30
+
+    def alternate(models: list[str]) -> None:
+        with httpx.Client() as client:
+            i = 0
+            while time.monotonic() < stop:
+                model = models[i % len(models)]
+                i += 1
+                response = stack.chat(model, client)
+                if response.status_code != 200:
+                    failures.append(f"{model}: {response.status_code} {response.text[:200]}")
+                elif response.json()["model"] != model:
+                    failures.append(f"asked for {model}, answered by {response.json()['model']}")
+                else:
+                    answered[model] = answered.get(model, 0) + 1
+
+    threads = [
+        threading.Thread(target=alternate, args=(["alpha", "beta"],)),
+        threading.Thread(target=alternate, args=(["other"],)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert answered.get("alpha", 0) >= 2
+    assert answered.get("beta", 0) >= 2
+    assert answered.get("other", 0) >= 5
+    assert stack.gateway_generation() == generation  # LiteLLM was never restarted or reloaded
+    assert stack.router_state()["native"]["loads"] >= 3
+
+
+def test_model_that_cannot_load_gets_its_fallback_or_a_503_with_the_reason(stack: OnDemandStack) -> None:
+    with httpx.Client() as client:
+        fell_back = stack.chat("broken", client)
+        alone = stack.chat("broken-alone", client)
+    assert fell_back.status_code == 200, fell_back.text
+    assert fell_back.json()["model"] == "other"
+    assert alone.status_code == 503, alone.text
+    assert "broken-alone is unavailable" in alone.text
+    events = json_result(stack.run("events", "--json").stdout)["events"]
+    assert any(e["event"] == "load-failed" and e["evidence"].get("model") == "broken" for e in events)
+    # The switch rolled back: whatever native served before is loaded again, or nothing.
+    assert stack.router_state()["native"]["loaded"] in ("alpha", "beta", None)
+
+
+def test_stream_in_flight_finishes_before_its_model_is_swapped(stack: OnDemandStack) -> None:
+    with httpx.Client() as client:
+        assert stack.chat("alpha", client).status_code == 200
+    chunks: list[str] = []
+    streamed = threading.Event()
+
+    def stream() -> None:
+        with (
+            httpx.Client() as client,
+            client.stream(
+                "POST",
+                f"http://127.0.0.1:{stack.gateway_port}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {stack.key}"},
+                json={"model": "alpha", "stream": True, "max_tokens": 300,
+                      "messages": [{"role": "user", "content": "hi"}]},
+                timeout=180,
+            ) as response,
+        ):  # fmt: skip
+            for line in response.iter_lines():
+                if line:
+                    chunks.append(line)
+                    streamed.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert streamed.wait(60)
+    with httpx.Client() as client:
+        beta = stack.chat("beta", client)
+    thread.join()
+    assert chunks[-1] == "data: [DONE]"
+    assert len(chunks) > 20
+    assert beta.status_code == 200
+    assert beta.json()["model"] == "beta"
+
+
+def test_queued_request_is_answered_after_a_backend_is_killed(stack: OnDemandStack) -> None:
+    with httpx.Client() as client:
+        assert stack.chat("beta", client).status_code == 200
+        os.kill(stack.main_pid("llmctl-native.service"), signal.SIGKILL)
+        response = stack.chat("beta", client)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "beta"
+
+
+def test_idle_unload_fires_after_its_time_and_never_for_a_pinned_model(stack: OnDemandStack) -> None:
+    with httpx.Client() as client:
+        assert stack.chat("alpha", client).status_code == 200
+        assert stack.chat("other", client).status_code == 200
+    used = time.monotonic()
+    time.sleep(IDLE_UNLOAD / 2)
+    assert stack.active("llmctl-native.service") == "active"  # not before its time
+    while stack.active("llmctl-native.service") == "active" and time.monotonic() - used < IDLE_UNLOAD + 20:
+        time.sleep(0.5)
+    assert stack.active("llmctl-native.service") == "inactive"
+    assert time.monotonic() - used >= IDLE_UNLOAD
+    assert stack.active("llmctl-pyserver.service") == "active"  # pinned: idle_unload does not apply
+    state = stack.router_state()
+    assert state["native"]["loaded"] is None
+    assert state["pyserver"]["loaded"] == "other"
+    events = json_result(stack.run("events", "--json").stdout)["events"]
+    assert any(e["event"] == "idle-unload" and e["backend"] == "native" for e in events)
+    with httpx.Client() as client:
+        again = stack.chat("alpha", client)  # loads again on demand
+    assert again.status_code == 200
+    assert again.json()["model"] == "alpha"
