@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from llmctl import systemd
-from llmctl.errors import LlmctlError
+from llmctl.errors import ExitCode, LlmctlError
 
 SHOW_OUTPUT = """Id=llmctl-a.service
 LoadState=loaded
@@ -56,6 +56,7 @@ def test_unreachable_manager_is_explained(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(LlmctlError, match="no systemd user manager is reachable") as info:
         systemd.daemon_reload()
     assert info.value.hint and "enable-linger" in info.value.hint
+    assert info.value.exit_code is ExitCode.NOT_RUNNING
 
 
 def test_failure_message_is_pasteable(monkeypatch: pytest.MonkeyPatch) -> None:
