@@ -71,7 +71,7 @@ class OnDemandStack:
                             "pinned": True,
                             "idle_unload": "2s",
                         },
-                    },  # fmt: skip
+                    },
                     "gateway": {
                         "command": str(provisioned.litellm),
                         "port": self.gateway_port,
