@@ -221,6 +221,24 @@ def test_retention_keeps_exactly_n_newest_plus_pinned_and_corrupt(paths: Paths) 
     assert snapshots.prune(paths, 3) == [ids[1]]
 
 
+def test_router_load_snapshots_never_push_the_users_own_out(paths: Paths) -> None:
+    install(paths)
+    mine = [take(paths, None, T0 + timedelta(minutes=i), keep=3).id for i in range(3)]
+    loads = [
+        take(paths, None, T0 + timedelta(minutes=10 + i), keep=3, command=snapshots.LOAD_COMMAND).id
+        for i in range(snapshots.LOAD_KEEP + 4)
+    ]
+    remaining = [s.id for s in snapshots.list_snapshots(paths)]
+    # All three of the user's survive many loads; the loads keep only their own newest few.
+    assert remaining == mine + loads[-snapshots.LOAD_KEEP :]
+    newer = take(paths, None, T0 + timedelta(hours=1), keep=3).id
+    assert [s.id for s in snapshots.list_snapshots(paths)] == [
+        *mine[1:],
+        *loads[-snapshots.LOAD_KEEP :],
+        newer,
+    ]
+
+
 # --- corruption ------------------------------------------------------------------------------
 
 

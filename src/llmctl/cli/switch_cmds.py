@@ -10,9 +10,10 @@ import click
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_failure, emit_json, json_option
 from llmctl.cli.progress import ProgressPrinter, message
-from llmctl.errors import ExitCode
+from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
+    from llmctl.config.schema import Config
     from llmctl.render.units import RenderOptions
 
 
@@ -79,6 +80,8 @@ def switch(
                     else f"switch: stops what {name} serves, then starts {model}"
                 )
         return 0 if planned.fits else int(ExitCode.FAILED)
+    if loaded.config.gateway.on_demand and _router_running():
+        return _switch_through_router(loaded.config, name, model, timeout, as_json)
     base = app.render_options(loaded)
 
     def options(serving: dict[str, str]) -> RenderOptions:
@@ -110,6 +113,40 @@ def switch(
         click.echo(f"{result.backend} already serves {result.new}")
     else:
         click.echo(f"{result.backend}: {result.old or '(nothing)'} -> {result.new} in {result.total:.2f}s")
+    return 0
+
+
+def _router_running() -> bool:
+    from llmctl import systemd  # noqa: PLC0415
+    from llmctl.router import ROUTER_UNIT  # noqa: PLC0415
+
+    state = systemd.show([ROUTER_UNIT]).get(ROUTER_UNIT)
+    return state is not None and state.active_state == "active"
+
+
+def _switch_through_router(
+    config: Config, name: str, model: str, timeout: float | None, as_json: bool
+) -> int:
+    """With gateway.on_demand the router alone changes what a backend serves: it drains the
+    model in flight, then loads (the same transaction, rolled back on failure)."""
+    from llmctl.router import client  # noqa: PLC0415
+
+    if config.models[model].backend != name:
+        raise LlmctlError(
+            f"with gateway.on_demand, {model} is served by its own backend ({config.models[model].backend})",
+            hint="Drop --backend, or set the model's backend: in the config.",
+            exit_code=ExitCode.USAGE,
+        )
+    # The drain may take gateway.drain_timeout, then the load its start timeout.
+    bound = (timeout or 600) + config.gateway.drain_timeout
+    body = client.switch(config.gateway.router_listen_port, model, bound)
+    if as_json:
+        emit_json("switch", {"backend": name, "to": model, "unchanged": body["unchanged"], "via": "router",
+                             "total_s": body["seconds"], "evicted": body["evicted"]})  # fmt: skip
+    elif body["unchanged"]:
+        click.echo(f"{name} already serves {model}")
+    else:
+        click.echo(f"{name}: {model} loaded in {body['seconds']:.2f}s (through llmctl-router)")
     return 0
 
 

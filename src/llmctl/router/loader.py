@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from llmctl.planner import Plan
     from llmctl.render.units import RenderOptions
 
-LOAD_COMMAND = "load"  # the snapshots' command for loads on demand
+from llmctl.snapshots.store import LOAD_COMMAND
 
 
 @dataclass

@@ -49,6 +49,7 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     from llmctl.router.metrics import RouterMetrics  # noqa: PLC0415
     from llmctl.router.scheduler import Scheduler  # noqa: PLC0415
     from llmctl.router.server import Router, event_recorder, run  # noqa: PLC0415
+    from llmctl.router.watch import UnitWatch  # noqa: PLC0415
     from llmctl.state import applied_config_file  # noqa: PLC0415
 
     paths = Paths.from_env()
@@ -70,7 +71,10 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
         if name in scheduler.slots:
             scheduler.set_loaded(name, model)
     addresses = {n: (b.host, b.port) for n, b in config.backends.items()}
-    router = Router(scheduler, addresses, metrics)
+    watch = UnitWatch(paths.config_home)
+    for name in scheduler.slots:
+        watch.model(name)  # what the files say now is what `_loaded_now` saw
+    router = Router(scheduler, addresses, metrics, watch=watch, is_running=_unit_running)
     sock = inherited_socket(os.environ) or bind_socket("127.0.0.1", config.gateway.router_listen_port)
     asyncio.run(run(router, sock, systemd_notifier()))
     return 0
@@ -89,6 +93,14 @@ def _loaded_now(paths: Paths) -> dict[str, str]:
         if state is not None and state.active_state in ("active", "activating") and unit.model is not None:
             out[unit.name] = unit.model
     return out
+
+
+def _unit_running(backend: str) -> bool:
+    from llmctl import systemd  # noqa: PLC0415
+    from llmctl.render.units import unit_name  # noqa: PLC0415
+
+    state = systemd.show([unit_name(backend)]).get(unit_name(backend))
+    return state is not None and state.active_state in ("active", "activating", "reloading")
 
 
 def _say(message: str) -> None:

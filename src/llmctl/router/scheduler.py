@@ -161,6 +161,23 @@ class Scheduler:
         slot = self.slots[backend]
         slot.loaded, slot.loaded_at = model, self.clock()
 
+    def observe(self, backend: str, model: str | None, running: bool) -> bool:
+        """Another command changed the backend (its unit file now serves `model`): believe it,
+        unless a load of ours is under way (then the file is ours). Returns whether it changed."""
+        slot = self.slots.get(backend)
+        if slot is None or slot.serves_many or self.changing.locked():
+            return False
+        now = model if running else None
+        if slot.loaded == now:
+            return False
+        slot.loaded, slot.loaded_at = now, self.clock()
+        self.on_event(Event("observed", backend, now, "changed by another command (its unit file)"))
+        return True
+
+    def backend_of(self, model: str) -> str | None:
+        policy = self.policies.get(model)
+        return policy.backend if policy is not None else None
+
     async def admit(self, model: str) -> Lease:
         policy = self._policy(model)
         slot = self.slots[policy.backend]

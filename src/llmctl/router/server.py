@@ -42,6 +42,7 @@ from llmctl.router.http1 import (
 )
 from llmctl.router.metrics import RouterMetrics
 from llmctl.router.scheduler import Event, Lease, Scheduler, Unavailable
+from llmctl.router.watch import UnitWatch
 
 RETRY_PAUSE = 0.1  # between attempts to reach a backend that is restarting
 CONNECT_TIMEOUT = 5.0
@@ -54,6 +55,8 @@ class Router:
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     started: float = field(default_factory=time.time)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
+    watch: UnitWatch | None = None  # notices backends changed by other commands
+    is_running: Callable[[str], bool] = lambda _backend: True  # the backend's unit is active
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -90,6 +93,7 @@ class Router:
             writer.write(openai_error(404, f"llmctl router: no model address {request.target}", "not_found"))
             return keep
         model, path = split
+        self._sync(model)
         queued = time.monotonic()
         try:
             lease = await self.scheduler.admit(model)
@@ -102,6 +106,18 @@ class Router:
             return await self.forward(lease, request, path, writer, keep)
         finally:
             lease.release()
+
+    def _sync(self, model: str) -> None:
+        backend = self.scheduler.backend_of(model)
+        if self.watch is None or backend is None or not self.watch.changed(backend):
+            return
+        self.scheduler.observe(backend, self.watch.model(backend), self.is_running(backend))
+
+    def _still_serves(self, lease: Lease) -> bool:
+        """Before trying again: the unit must still name the model (not changed under us)."""
+        if self.watch is None or lease.slot.serves_many:
+            return True
+        return self.watch.model(lease.slot.name) == lease.model
 
     async def forward(
         self, lease: Lease, request: Request, path: str, writer: asyncio.StreamWriter, keep: bool
@@ -120,6 +136,12 @@ class Router:
                     return await relay_response(head, up_reader, writer, keep_alive=keep)
                 finally:
                     up_writer.close()
+            if not self._still_serves(lease):
+                writer.write(
+                    openai_error(503, f"llmctl: {lease.slot.name} was changed by another command while "
+                                 f"{lease.model} waited for it", "backend_changed")
+                )  # fmt: skip
+                return keep
             if time.monotonic() >= deadline:
                 writer.write(
                     openai_error(503, f"llmctl: {lease.model}: its backend {lease.slot.name} does not answer",

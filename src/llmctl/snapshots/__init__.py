@@ -26,6 +26,8 @@ from llmctl.snapshots.manifest import FileEntry, Manifest
 from llmctl.snapshots.restore import restore_files, restore_plan
 from llmctl.snapshots.store import (
     DEFAULT_KEEP,
+    LOAD_COMMAND,
+    LOAD_KEEP,
     Snapshot,
     delete,
     list_snapshots,
@@ -40,6 +42,8 @@ from llmctl.snapshots.store import (
 __all__ = [
     "CURRENT",
     "DEFAULT_KEEP",
+    "LOAD_COMMAND",
+    "LOAD_KEEP",
     "FileEntry",
     "Manifest",
     "Snapshot",

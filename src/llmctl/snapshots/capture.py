@@ -34,6 +34,8 @@ from llmctl.snapshots.manifest import (
 )
 from llmctl.snapshots.store import (
     DEFAULT_KEEP,
+    LOAD_COMMAND,
+    LOAD_KEEP,
     TMP_PREFIX,
     Snapshot,
     prune,
@@ -112,7 +114,10 @@ def take(
             raise write_error(root, exc) from None
         raise
     snapshot = Snapshot(snapshot_id, root / snapshot_id, manifest)
-    prune(paths, keep, strict=False)
+    if command == LOAD_COMMAND:
+        prune(paths, LOAD_KEEP, strict=False, loads=True)
+    else:
+        prune(paths, keep, strict=False)
     return snapshot
 
 

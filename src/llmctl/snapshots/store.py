@@ -178,8 +178,15 @@ def delete(paths: Paths, snapshot_id: str, *, force: bool = False) -> None:
         raise LlmctlError(f"cannot delete snapshot {snapshot_id} in {path.parent}: {exc.strerror}") from None
 
 
-def prune(paths: Paths, keep: int, *, strict: bool = True) -> list[str]:
+# Snapshots taken by llmctl's router before a load on demand (command "load") are kept apart:
+# they come many an hour, and must not push the user's own (before `up`, `switch`) out.
+LOAD_COMMAND = "load"
+LOAD_KEEP = 5
+
+
+def prune(paths: Paths, keep: int, *, strict: bool = True, loads: bool = False) -> list[str]:
     """Delete all but the newest `keep` unpinned, intact snapshots; returns the ids deleted.
+    With `loads`, only among the router's load snapshots; without, only among the others.
 
     Pinned and corrupt snapshots are never deleted here. Without `strict`, a snapshot that
     cannot be deleted is left for the next time instead of failing the caller.
@@ -190,7 +197,14 @@ def prune(paths: Paths, keep: int, *, strict: bool = True) -> list[str]:
         if strict:
             raise
         return []
-    candidates = [s for s in snapshots if not s.corrupt and not s.pinned]
+    candidates = [
+        s
+        for s in snapshots
+        if not s.corrupt
+        and not s.pinned
+        and s.manifest is not None
+        and (s.manifest.command == LOAD_COMMAND) == loads
+    ]
     deleted = []
     for snapshot in candidates[: max(len(candidates) - keep, 0)]:
         try:

@@ -62,6 +62,8 @@ def bridge_fits(loaded: LoadedConfig, plan: Plan | None, name: str) -> bool:
     config = loaded.config
     if not config.gateway.enabled or plan is None or not plan.fits or plan.evictions:
         return False
+    if config.gateway.on_demand:
+        return False  # the router routes by what it loaded; a bridge would be invisible to it
     if adapter_for(config.backends[name].kind).serves_many or f"{name}-bridge" in config.backends:
         return False
     if plan.device == "gpu":
