@@ -337,7 +337,13 @@ class Supervisor:
 
     def _watch_exits(self, now: float) -> None:
         """Keep one exit wait on the main processes systemd shows; forget exits it has seen."""
-        shown = {t.state.main_pid for t in self.engine.trackers.values() if t.state and t.state.main_pid > 0}
+        # Not while a restart is under way: its stop ends the process on purpose, and the
+        # engine looks at the unit again only once the restart is done.
+        shown = {
+            t.state.main_pid
+            for t in self.engine.trackers.values()
+            if t.state and t.state.main_pid > 0 and not t.restarting
+        }
         self.exited = {
             pid: at for pid, at in self.exited.items() if pid in shown and now - at < EXIT_SETTLE_MAX
         }
