@@ -144,3 +144,80 @@ def test_a_route_change_reloads_only_the_gateway(stack: Stack) -> None:
     # Backends untouched; the gateway's supervisor kept running (a new LiteLLM generation serves).
     assert {name: u["main_pid"] for name, u in stack.units().items()} == before
     assert stack.chat("smoke-py").status_code == 200
+
+
+# --- the gateway's key: 401 in OpenAI's shape for anything but it (issue 13) ------------------
+
+WRONG_KEY = "sk-llmctl-test-wrong-key-0123456789"
+
+
+def bad_keys(key: str) -> dict[str, dict[str, str]]:
+    """Requests LiteLLM without llmctl's hook answered 400 "No connected db." or 500 (prisma)."""
+    return {
+        "no key": {},
+        "wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
+        "no Bearer": {"Authorization": key},  # the right key, malformed
+        "Bearer alone": {"Authorization": "Bearer"},  # h11 refuses to send "Bearer " itself
+    }
+
+
+def test_a_missing_wrong_or_malformed_key_gets_401_in_openais_shape(stack: Stack) -> None:
+    key = stack.run("gateway", "key").stdout.strip()
+    base = f"http://127.0.0.1:{stack.gateway_port}"
+    chat = {"model": "smoke-native", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for name, headers in bad_keys(key).items():
+            for response in (
+                client.post("/v1/chat/completions", headers=headers, json=chat),
+                client.post("/chat/completions", headers=headers, json={**chat, "stream": True}),
+                client.get("/v1/models", headers=headers),
+            ):
+                where = f"{name}: {response.request.method} {response.request.url.path}"
+                assert response.status_code == 401, f"{where}: {response.status_code} {response.text}"
+                assert response.headers["content-type"].startswith("application/json"), where
+                assert response.headers.get("www-authenticate") == "Bearer", where
+                error = response.json()["error"]
+                assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key", where
+                assert error["param"] is None and "llmctl gateway key" in error["message"], where
+                assert key not in response.text and WRONG_KEY not in response.text, where
+        # The gateway stays healthy, and the probes that need no key still answer without one.
+        for path in ("/health/readiness", "/health/liveliness"):
+            assert client.get(path).status_code == 200, path
+    logs = stack.run("logs", "gateway", "-n", "300").stdout
+    assert '"POST /v1/chat/completions HTTP/1.1" 401' in logs, logs[-3000:]
+    assert key not in logs and WRONG_KEY not in logs
+
+
+def test_the_openai_client_sees_a_bad_key_as_an_authentication_error(stack: Stack) -> None:
+    openai = pytest.importorskip("openai")  # in the dev extras; a bare venv skips
+    key = stack.run("gateway", "key").stdout.strip()
+    base = f"http://127.0.0.1:{stack.gateway_port}/v1"
+    for bad in (WRONG_KEY, key[:-1]):  # the client itself refuses an empty key
+        client = openai.OpenAI(base_url=base, api_key=bad, max_retries=0, timeout=60)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.models.list()
+        assert caught.value.status_code == 401 and caught.value.code == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(
+                model="smoke-py", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
+
+
+def test_the_right_key_still_lists_chats_and_streams(stack: Stack) -> None:
+    openai = pytest.importorskip("openai")
+    key = stack.run("gateway", "key").stdout.strip()
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{stack.gateway_port}/v1", api_key=key, max_retries=0, timeout=120
+    )
+    assert sorted(m.id for m in client.models.list()) == ["smoke-native", "smoke-py"]
+    answer = client.chat.completions.create(
+        model="smoke-py", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    assert answer.choices[0].message.role == "assistant"
+    chunks = list(
+        client.chat.completions.create(
+            model="smoke-native", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
+    )
+    assert len(chunks) > 1 and chunks[0].model == "smoke-native"
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks), chunks

@@ -35,7 +35,7 @@ from llmctl import systemd
 from llmctl.config.load import parse_config
 from llmctl.config.schema import Config
 from llmctl.fsutil import atomic_write
-from llmctl.gateway_runtime import state_file
+from llmctl.gateway_runtime import LITELLM_HOOKS_DIR, state_file
 from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.gateway_runtime.reload import reload_wait
 from llmctl.gateway_runtime.state import read_state
@@ -375,6 +375,8 @@ def test_litellm_validates_our_rendered_gateway_yaml(
             "CLOUD_KEY": "sk-cloud",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_MODE": "PRODUCTION",
+            # gateway.yaml's custom_auth module: the gateway's child puts it on LiteLLM's path.
+            "PYTHONPATH": str(LITELLM_HOOKS_DIR),
         }
         argv = [str(provisioned.litellm), "--config", str(path), "--validate_config"]
         process = subprocess.Popen(
