@@ -21,6 +21,9 @@ holds nothing else, so nothing of LiteLLM's can be shadowed. Like child.py this 
 the LiteLLM venv's python, which has no llmctl: the standard library only, LiteLLM through
 importlib. The master key is read from LiteLLM (``master_key``, from LITELLM_MASTER_KEY); it is
 never logged nor put in a message.
+
+Its cost, measured in LiteLLM 1.106.2's python on the 2-core test machine: 0.5 µs a call for
+the master key, 2.7 µs for a refused one; a GET /v1/models through the gateway takes 5-8 ms.
 """
 
 from __future__ import annotations
