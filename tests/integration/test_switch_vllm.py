@@ -200,10 +200,13 @@ def side_is_stopped(user_manager: UserManager) -> bool:
 
 @pytest.mark.parametrize("phase", ["evict", "routes-out", "stopped", "started", "routes-in"])
 def test_a_switch_killed_after_its_evictions_is_undone_whole_by_the_next_command(
-    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path, phase: str
-) -> None:
+    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path, phase: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """Issue 13: the intent names every unit the switch touches before it touches any, so a
     SIGKILL at any phase after the evictions leaves nothing stopped or asleep for good."""
+    # Its own state: the module's other tests leave native's serving record at beta.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     crowded = CrowdedStack(tmp_path, provisioned)
     with stack_up(crowded.run, user_manager):
         killed_after_evictions(crowded, user_manager, phase)
