@@ -14,7 +14,6 @@ than 3 % off llama.cpp's own log.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -218,15 +217,8 @@ def test_the_model_list_is_what_is_served(stack: RealStack) -> None:
     assert {m["id"] for m in json.loads(stack.curl("/v1/models"))["data"]} == ids
 
 
-# The gateway answered a wrong key with 400 (LiteLLM's own auth error) until llmctl's auth hook
-# for LiteLLM (llmctl.gateway_runtime.litellm_hooks, another change) answers 401: expected to
-# fail exactly while that hook is absent, and to pass once it is there.
-@pytest.mark.xfail(
-    importlib.util.find_spec("llmctl.gateway_runtime.litellm_hooks") is None,
-    strict=True,
-    reason="no llmctl auth hook in the gateway yet: a wrong key gets 400, not 401",
-)
 def test_a_wrong_key_raises_authentication_error(stack: RealStack) -> None:
+    # The gateway's 401 in OpenAI's shape (llmctl's LiteLLM auth hook): the client's own error.
     with pytest.raises(openai.AuthenticationError):
         stack.client(key="sk-not-the-gateway-key").completions.create(model=REAL, prompt=PROMPT, max_tokens=1)
 
