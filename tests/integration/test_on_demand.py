@@ -233,6 +233,29 @@ def test_queued_request_is_answered_after_a_backend_is_killed(stack: OnDemandSta
     assert response.json()["model"] == "beta"
 
 
+def test_switch_goes_through_the_router_and_status_shows_what_is_loaded(stack: OnDemandStack) -> None:
+    generation = stack.gateway_generation()
+    switched = stack.run("switch", "alpha", "--json")
+    assert switched.returncode == 0, switched.stderr
+    again = json_result(stack.run("switch", "beta", "--json").stdout)
+    assert again["via"] == "router"
+    assert again["to"] == "beta"
+    assert not again["unchanged"]
+    assert json_result(stack.run("switch", "beta", "--json").stdout)["unchanged"]
+    with httpx.Client() as client:
+        response = stack.chat("beta", client)
+    assert response.json()["model"] == "beta"
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout
+    rows = {u["name"]: u for u in json_result(status.stdout)["units"]}
+    assert rows["native"]["on_demand"]["loaded"] == "beta"
+    assert rows["native"]["on_demand"]["available"] == ["alpha", "beta", "broken", "broken-alone"]
+    assert rows["router"]["health"] == "ok"
+    refused = stack.run("switch", "other", "--backend", "native")
+    assert refused.returncode == 2
+    assert stack.gateway_generation() == generation
+
+
 def test_idle_unload_fires_after_its_time_and_never_for_a_pinned_model(stack: OnDemandStack) -> None:
     with httpx.Client() as client:
         assert stack.chat("alpha", client).status_code == 200
@@ -250,7 +273,42 @@ def test_idle_unload_fires_after_its_time_and_never_for_a_pinned_model(stack: On
     assert state["pyserver"]["loaded"] == "other"
     events = json_result(stack.run("events", "--json").stdout)["events"]
     assert any(e["event"] == "idle-unload" and e["backend"] == "native" for e in events)
+    status = stack.run("status", "--json")
+    assert status.returncode == 0, status.stdout  # unloaded on purpose is not unhealthy
+    rows = {u["name"]: u for u in json_result(status.stdout)["units"]}
+    assert rows["native"]["health_detail"].startswith("unloaded; loads when a request asks for")
     with httpx.Client() as client:
         again = stack.chat("alpha", client)  # loads again on demand
     assert again.status_code == 200
     assert again.json()["model"] == "alpha"
+
+
+def test_down_waits_for_a_stream_in_flight(stack: OnDemandStack) -> None:
+    """Last: it stops the stack (the fixture's own `down` then finds nothing to do)."""
+    chunks: list[str] = []
+    streamed = threading.Event()
+
+    def stream() -> None:
+        with (
+            httpx.Client() as client,
+            client.stream(
+                "POST",
+                f"http://127.0.0.1:{stack.gateway_port}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {stack.key}"},
+                json={"model": "alpha", "stream": True, "max_tokens": 400,
+                      "messages": [{"role": "user", "content": "hi"}]},
+                timeout=180,
+            ) as response,
+        ):  # fmt: skip
+            for line in response.iter_lines():
+                if line:
+                    chunks.append(line)
+                    streamed.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert streamed.wait(60)
+    down = stack.run("down")
+    thread.join()
+    assert down.returncode == 0, down.stderr
+    assert chunks[-1] == "data: [DONE]", chunks[-3:]
