@@ -113,9 +113,17 @@ def main() -> int:
         (state_dir / leftover).unlink(missing_ok=True)
 
     def llmctl(*args: str) -> None:
-        subprocess.run(
-            [*LLMCTL, "--config", str(config), *args], check=True, capture_output=True, timeout=300
+        done = subprocess.run(
+            [*LLMCTL, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
+        if done.returncode != 0:
+            raise SystemExit(
+                f"llmctl {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
 
     llmctl("up")
     try:

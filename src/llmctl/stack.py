@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmctl.backends import adapter_for
 from llmctl.backends.base import base_url
-from llmctl.config.checks import classify_source
-from llmctl.config.schema import Config
 from llmctl.errors import ExitCode, LlmctlError
-from llmctl.render.gateway import routed_models
-from llmctl.render.units import (
+
+# The installed units' names, without the renderer: `stack_from_installed` (status) must not
+# import jinja2 or build the config schema.
+from llmctl.render.names import (
     GATEWAY_NAME,
     GATEWAY_SOCKET,
     GATEWAY_START_TIMEOUT,
@@ -24,6 +26,9 @@ from llmctl.render.units import (
     UNIT_SUBDIR,
     unit_name,
 )
+
+if TYPE_CHECKING:
+    from llmctl.config.schema import Config
 
 GATEWAY_KIND = "gateway"
 SUPERVISOR_KIND = "supervisor"  # ready = active: Type=notify, READY=1 after its first round
@@ -98,6 +103,9 @@ def _router_unit(port: int) -> StackUnit:
 def stack_units(config: Config, serving: dict[str, str] | None = None) -> list[StackUnit]:
     """Backends (sorted by name), the gateway (and its router), the supervisor: the order `up`
     starts them in."""
+    from llmctl.config.checks import classify_source  # noqa: PLC0415 - see the imports above
+    from llmctl.render.gateway import routed_models  # noqa: PLC0415
+
     serving = serving or {}
     serving_map: dict[str, str] = {}
     units = []
@@ -242,6 +250,10 @@ def stack_from_installed(config_home: Path) -> list[StackUnit]:
         listen = _directive(router_socket.read_text(encoding="utf-8", errors="replace"), "ListenStream") or ""
         port = listen.rpartition(":")[2]
         units.append(_router_unit(int(port) if port.isdigit() else 0))
-    if (unit_dir / SUPERVISOR_UNIT).is_file():
-        units.append(_supervisor_unit("127.0.0.1", 0))
+    supervisor_file = unit_dir / SUPERVISOR_UNIT
+    if supervisor_file.is_file():
+        # Its metrics address is in the unit's header comment (units/supervisor.service.j2).
+        text = supervisor_file.read_text(encoding="utf-8", errors="replace")
+        found = re.search(r"Prometheus metrics: \[?([^\s\]]+?)\]?:(\d+)\.", text)
+        units.append(_supervisor_unit(found[1], int(found[2])) if found else _supervisor_unit("127.0.0.1", 0))
     return units

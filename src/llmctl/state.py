@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmctl.config.schema import Config
 from llmctl.errors import LlmctlError
 from llmctl.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from llmctl.config.schema import Config  # annotations only: status reads state without pydantic
 
 STATE_VERSION = 1
 

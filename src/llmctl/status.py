@@ -13,15 +13,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmctl import gpu, procs, systemd
 from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
-from llmctl.config.schema import Config
 from llmctl.kinds import Kind
 from llmctl.paths import Paths
 from llmctl.readiness import probe_once
 from llmctl.stack import StackUnit, stack_from_installed, stack_units
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmctl.config.schema import Config
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -46,6 +51,9 @@ class UnitStatus:
     gpu_memory_bytes: int | None
     last_event: dict[str, object] | None = None  # the supervisor's newest event about it
     runbook: str | None = None  # for a unit that is not healthy: the runbook its journal points to
+    # gateway.on_demand: the router's view of this backend (loaded, available, queue, in_flight,
+    # idle_s: seconds since each model's last request through the gateway).
+    on_demand: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,77 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
     return probe.health, probe.detail
 
 
+def collect_current(
+    paths: Paths,
+    config_path: Path,
+    load: Callable[[], tuple[Config, dict[str, str]]],
+    *,
+    probe_timeout: float = 3.0,
+) -> StackStatus:
+    """`collect` as `llmctl status` runs it: when the config is the one the installed units were
+    rendered from (up and rollback keep a copy, llmctl.state.applied_config_file), the units
+    say everything the config would, so they are judged as installed and the config is never
+    loaded (building its schema is most of a status's time). Otherwise `load()` gives the config
+    and what switch chose, and an edit not yet applied reads as a note."""
+    from llmctl.state import applied_config_file  # noqa: PLC0415
+
+    try:
+        unchanged = config_path.read_bytes() == applied_config_file(paths.state_dir).read_bytes()
+    except OSError:
+        unchanged = False
+    if unchanged:
+        return collect_installed(paths.config_home, state_dir=paths.state_dir, probe_timeout=probe_timeout)
+    config, serving = load()
+    return collect(
+        config, serving, config_home=paths.config_home, state_dir=paths.state_dir, probe_timeout=probe_timeout
+    )
+
+
+def collect_installed(
+    config_home: Path, *, state_dir: Path | None = None, probe_timeout: float = 3.0
+) -> StackStatus:
+    """State and health of every installed unit, from the unit files alone (no config)."""
+    units = stack_from_installed(config_home)
+    names = {u.name for u in units}
+    # A switch's bridge (llmctl-NAME-bridge.service) is part of NAME's switch, not a unit of its own.
+    units = [u for u in units if not (u.name.endswith("-bridge") and u.name.removesuffix("-bridge") in names)]
+    routes = _routes_now(config_home)
+    routed = tuple(sorted({model for model, _ in routes}))
+
+    def models(unit: StackUnit) -> tuple[str, ...]:
+        if unit.is_gateway:
+            return routed
+        if unit.models:
+            return unit.models
+        # A many-model server (Ollama) names none in its unit: the gateway's routes to it do.
+        return tuple(sorted({m for m, base in routes if base.removesuffix("/v1") == unit.url}))
+
+    units = [replace(u, models=models(u)) for u in units]
+    return _judge(units, {}, state_dir, probe_timeout)
+
+
+def _routes_now(config_home: Path) -> list[tuple[str, str]]:
+    """(model id, api_base) of each route in the installed gateway file, read as llmctl writes
+    it (`- model_name: ID`, then its litellm_params' `api_base: URL`); yaml is not needed."""
+    from llmctl.render.names import GATEWAY_FILE  # noqa: PLC0415
+
+    try:
+        text = (config_home / GATEWAY_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    routes: list[tuple[str, str]] = []
+    model = None
+    for line in text.splitlines():
+        key, _, value = line.strip().removeprefix("- ").partition(": ")
+        value = value.strip().strip("'\"")
+        if line.startswith("- model_name: "):
+            model = value
+            routes.append((model, ""))
+        elif key == "api_base" and model is not None and routes:
+            routes[-1] = (model, value)
+    return routes
+
+
 def collect(
     config: Config,
     serving: dict[str, str] | None = None,
@@ -103,6 +182,13 @@ def collect(
             pending[want.unit] = f"the config wants {want.model}, not applied yet (llmctl diff; llmctl up)"
             want = replace(want, model=there.model, models=there.models)  # noqa: PLW2901 - judged by what runs
         units.append(want)
+    return _judge(units, pending, state_dir, probe_timeout)
+
+
+def _judge(
+    units: list[StackUnit], pending: dict[str, str], state_dir: Path | None, probe_timeout: float
+) -> StackStatus:
+    """One `systemctl show` for all units, their probes in parallel, then a row per unit."""
     states = systemd.show([u.unit for u in units])
     to_probe = [
         u for u in units if (s := states.get(u.unit)) is not None and s.running and not u.is_supervisor
@@ -112,20 +198,35 @@ def collect(
         ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
     ):
         futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
-        sleepers = [u for u in to_probe if getattr(config.backends.get(u.name), "sleep_mode", False)]
+        # Every backend's adapter says whether it sleeps (no question for kinds without sleep).
+        backends = [u for u in to_probe if u.kind in set(Kind)]
         asleep_futures = {
-            u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in sleepers
+            u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in backends
         }
         probes = {unit: future.result() for unit, future in futures.items()}
         asleep = {unit for unit, future in asleep_futures.items() if future.result() is True}
     gpu_by_pid = gpu.memory_by_pid() if to_probe else None
     now_us = time.monotonic_ns() // 1000
     last_events = _last_events(state_dir or Paths.from_env().state_dir, {u.name for u in units})
+    router = _router_view(units, states)
     rows = []
     for unit in units:
         state = states.get(unit.unit)
         probe = probes.get(unit.unit)
         health, detail = _health(unit, state, probe)
+        view = router.get(unit.name)
+        if view is not None and state is not None and state.active_state == "inactive":
+            # Unloaded by the router (idle, or to make room): the next request loads it.
+            health, detail = (
+                Health.OK,
+                "unloaded; loads when a request asks for "
+                + ", ".join(
+                    str(m)
+                    for m in view.get("available", [])  # type: ignore[attr-defined]
+                ),
+            )
+        elif view is not None and view.get("queue"):
+            detail = f"{detail}; {view['queue']} request(s) waiting for a load"
         runbook = _runbook_for(unit.unit, state) if health is not Health.OK else None
         if unit.unit in asleep and health is Health.OK:
             # Put to sleep to make room (its weights in CPU RAM): not serving until woken.
@@ -162,9 +263,23 @@ def collect(
                 gpu_memory_bytes=_gpu_bytes(use, gpu_by_pid),
                 last_event=last_events.get(unit.name),
                 runbook=runbook,
+                on_demand=view,
             )
         )
     return StackStatus(rows)
+
+
+def _router_view(
+    units: list[StackUnit], states: dict[str, systemd.UnitState]
+) -> dict[str, dict[str, object]]:
+    """What a running router says per backend (gateway.on_demand), else nothing."""
+    router = next((u for u in units if u.is_router), None)
+    state = states.get(router.unit) if router is not None else None
+    if router is None or state is None or state.active_state != "active":
+        return {}
+    from llmctl.router import client  # noqa: PLC0415
+
+    return client.state(router.port) or {}
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:

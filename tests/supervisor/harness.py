@@ -92,6 +92,8 @@ class Harness:
         if outcome is RestartOutcome.DONE:
             # systemd starts a new process: activating, then active with a new PID.
             self.state = unit_state(active="activating", sub="start-post", pid=self.state.main_pid + 1)
+            # A start leaves "inactive": a new run (what tells one crash from the next).
+            self.state = replace(self.state, started_monotonic_us=int(self.now * 1e6))
             self.round()
             self.state = replace(
                 self.state,

@@ -4,6 +4,7 @@ counters decide), with a fake clock and scripted probe results."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,15 @@ def test_a_failure_is_confirmed_by_probes_a_second_apart(tmp_path: Path) -> None
     assert h.restarts(actions), "restarted"
     assert sent[0] - (T0 + 5 + 3) <= 1.0
     assert h.now - T0 <= 5 + 3 + 2 * 1.0, h.now - T0
+
+
+def test_a_crash_of_a_run_no_round_saw_is_still_a_new_crash(tmp_path: Path) -> None:
+    """The restarted process crashes before any round has seen it run: a new exit all the same
+    (a new run), so it is judged (here: a repeated failure, left to systemd's RestartSec=)."""
+    h = make(tmp_path)
+    h.step(10)
+    [kick] = crash(h)
+    h.engine.restart_done(h.now, kick, RestartOutcome.DONE)
+    h.state = replace(h.state, started_monotonic_us=5_000_000)  # the run the restart started
+    assert crash(h) == []
+    assert h.kinds()[-1] == "deferred"

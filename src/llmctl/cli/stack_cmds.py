@@ -13,6 +13,7 @@ from llmctl.cli.progress import ProgressPrinter, message
 from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
+    from llmctl.config.schema import Config
     from llmctl.status import StackStatus
 
 names_argument = click.argument("names", nargs=-1, metavar="[NAME]...")
@@ -150,10 +151,13 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
     from llmctl import status as status_mod  # noqa: PLC0415
     from llmctl import systemd  # noqa: PLC0415
 
-    loaded = app.load()
+    def load() -> tuple[Config, dict[str, str]]:
+        loaded = app.load()
+        return loaded.config, app.serving(loaded)
+
     systemd.require_manager()
     while True:
-        result = status_mod.collect(loaded.config, app.serving(loaded), config_home=app.paths.config_home)
+        result = status_mod.collect_current(app.paths, app.config_path, load)
         if as_json:
             if result.healthy:
                 emit_json("status", result.as_dict())

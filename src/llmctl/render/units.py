@@ -24,27 +24,30 @@ from llmctl.errors import ExitCode, LlmctlError
 from llmctl.gateway_runtime import BACKLOG, CHILD_STOP_TIMEOUT, RELOAD_WAIT_TIMEOUT, RUNTIME_DIR_NAME
 from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.paths import Paths
-from llmctl.render import escape
+from llmctl.render import escape, names
 from llmctl.render.gateway import render_gateway_config
 
-TARGET = "llmctl.target"
-GATEWAY_UNIT = "llmctl-gateway.service"
-GATEWAY_SOCKET = "llmctl-gateway.socket"  # holds the gateway's port; the target Wants= it
-GATEWAY_NAME = "gateway"
-UNIT_SUBDIR = "systemd/user"
-GATEWAY_FILE = "llmctl/gateway.yaml"  # relative to $XDG_CONFIG_HOME
+# The installed names live in render.names (no jinja2 or schema there, for `status`); the
+# renderer's callers know them from here.
+GATEWAY_FILE = names.GATEWAY_FILE
+GATEWAY_NAME = names.GATEWAY_NAME
+GATEWAY_SOCKET = names.GATEWAY_SOCKET
+GATEWAY_START_TIMEOUT = names.GATEWAY_START_TIMEOUT
+GATEWAY_UNIT = names.GATEWAY_UNIT
+SUPERVISOR_NAME = names.SUPERVISOR_NAME
+SUPERVISOR_START_TIMEOUT = names.SUPERVISOR_START_TIMEOUT
+SUPERVISOR_UNIT = names.SUPERVISOR_UNIT
+TARGET = names.TARGET
+UNIT_SUBDIR = names.UNIT_SUBDIR
+unit_name = names.unit_name
 STOP_TIMEOUT = 60
 RESTART_SEC = 10
 # Five starts in ten minutes, then systemd stops trying (Result=start-limit-hit); with
 # RestartSec=10 a crash loop takes about a minute to get there instead of half a second.
 START_LIMIT_INTERVAL = 600
 START_LIMIT_BURST = 5
-SUPERVISOR_UNIT = "llmctl-supervisor.service"
-SUPERVISOR_NAME = "supervisor"
-SUPERVISOR_START_TIMEOUT = 90  # READY=1 after the plan child and the first round of probes
 SUPERVISOR_STOP_TIMEOUT = 30
 SUPERVISOR_RESTART_SEC = 5
-GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload=
 # Clients' connections wait in the socket's queue while the gateway is down: restart it soon.
 # It reloads no model, and the start limit above still ends a crash loop (in ~40 s, not ~80).
 GATEWAY_RESTART_SEC = 2
@@ -52,10 +55,6 @@ GATEWAY_STOP_TIMEOUT = CHILD_STOP_TIMEOUT + 15
 # The router holds no model: a crashed one should be back before LiteLLM's clients notice.
 ROUTER_RESTART_SEC = 1
 assert GATEWAY_START_TIMEOUT > RELOAD_WAIT_TIMEOUT, "reload-wait must give up before systemd does"
-
-
-def unit_name(backend: str) -> str:
-    return f"llmctl-{backend}.service"
 
 
 def syslog_identifier(unit: str) -> str:

@@ -238,7 +238,6 @@ class Engine:
         if st.sub_state == "auto-restart":
             self._not_running(t, "systemd-restarting")  # its own Restart= is on it
             return
-        t.crash_noted = False
         if st.active_state != "active":
             # activating (loading, behind its readiness gate), deactivating, reloading
             self._not_running(t, "starting" if st.active_state == "activating" else st.active_state)

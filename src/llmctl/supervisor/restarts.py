@@ -56,9 +56,9 @@ class RestartBook:
     def crashed(self, now: float, t: Tracker) -> RestartRequest | None:
         """The unit waits for systemd's automatic restart: a restart now, or None (once per exit)."""
         st = t.state
-        if st is None or t.restarting or t.crash_noted:
+        if st is None or t.restarting or t.crash_noted == (st.started_monotonic_us, st.n_restarts):
             return None
-        t.crash_noted = True
+        t.crash_noted = (st.started_monotonic_us, st.n_restarts)
         reason, evidence = self.reporter.why(t, st, f"the process exited ({st.result})")
         if "a restart cannot fix this" in reason:
             return None  # systemd's restart and its start limit; `crashed` says why
@@ -198,6 +198,7 @@ class RestartBook:
                 "next_backoff_s": policy.backoff(record.streak),
             }
             self.reporter.emit(now, t, "crashed", request.reason, evidence=evidence)
+            t.next_liveness = now  # look again each tick until the new process runs (and is watched)
             t.phase = "starting"
             t.up = False
             t.healthy_since = None
@@ -215,6 +216,7 @@ class RestartBook:
             t.detected_at = None
             return
         self.reporter.emit(now, t, "restart", request.reason, request.probe, evidence)
+        t.next_liveness = now
         t.invocation = None
         t.phase = "starting"
         t.up = False

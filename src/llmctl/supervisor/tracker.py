@@ -36,7 +36,9 @@ class Tracker:
     failed_noted: str | None = None
     # A liveness timeout while the process worked, waiting for the progress probe's verdict.
     suspect: ProbeResult | None = None
-    crash_noted: bool = False  # this wait for systemd's restart (auto-restart) was handled
+    # The exit already handled: (when its run started, NRestarts). systemd's own restart
+    # raises NRestarts, a restart job starts a new run: either makes the next exit new.
+    crash_noted: tuple[int, int] | None = None
 
     def reset_counts(self) -> None:
         self.fails = 0

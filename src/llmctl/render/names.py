@@ -1,0 +1,20 @@
+"""The names and places of what llmctl installs, without the renderer (jinja2, the config
+schema): `status` and `stack_from_installed` read installed units by these names, and must
+start fast."""
+
+from __future__ import annotations
+
+TARGET = "llmctl.target"
+GATEWAY_UNIT = "llmctl-gateway.service"
+GATEWAY_SOCKET = "llmctl-gateway.socket"  # holds the gateway's port; the target Wants= it
+GATEWAY_NAME = "gateway"
+UNIT_SUBDIR = "systemd/user"
+GATEWAY_FILE = "llmctl/gateway.yaml"  # relative to $XDG_CONFIG_HOME
+SUPERVISOR_UNIT = "llmctl-supervisor.service"
+SUPERVISOR_NAME = "supervisor"
+SUPERVISOR_START_TIMEOUT = 90  # READY=1 after the plan child and the first round of probes
+GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload=
+
+
+def unit_name(backend: str) -> str:
+    return f"llmctl-{backend}.service"

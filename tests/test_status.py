@@ -1,0 +1,75 @@
+"""`llmctl status` judges the installed units without the config when the config is the one
+they were rendered from, and says the same as when it reads the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmctl import status, systemd
+from llmctl.config.load import parse_config
+from llmctl.config.schema import Config
+from llmctl.paths import Paths
+from llmctl.render.units import render_stack
+from llmctl.state import applied_config_file
+from tests.render.test_units import EXAMPLE, fixed_options
+
+
+def nothing_runs(units: list[str]) -> dict[str, systemd.UnitState]:
+    return {
+        u: systemd.UnitState(u, "loaded", "inactive", "dead", 0, 0, "success", "", 0, "enabled")
+        for u in units
+    }
+
+
+def install_example(tmp_path: Path) -> tuple[Paths, Path, Config]:
+    """The example config, applied: its units and gateway file installed, its copy recorded."""
+    text = EXAMPLE.read_text().replace("~/", "/home/user/")
+    config, _ = parse_config(text)
+    paths = Paths(home=tmp_path, config_home=tmp_path / "config", state_home=tmp_path / "state")
+    for relative, content in render_stack(config, fixed_options(tmp_path / "llmctl.yaml")).files.items():
+        (paths.config_home / relative).parent.mkdir(parents=True, exist_ok=True)
+        (paths.config_home / relative).write_text(content)
+    config_path = tmp_path / "llmctl.yaml"
+    config_path.write_text(text)
+    applied_config_file(paths.state_dir).parent.mkdir(parents=True, exist_ok=True)
+    applied_config_file(paths.state_dir).write_text(text)
+    return paths, config_path, config
+
+
+def rows(result: status.StackStatus) -> list[tuple[object, ...]]:
+    return [(u.name, u.unit, u.kind, u.port, u.models, u.health, u.health_detail) for u in result.units]
+
+
+def test_an_applied_config_is_not_loaded_and_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, config_path, config = install_example(tmp_path)
+    monkeypatch.setattr(systemd, "show", nothing_runs)
+
+    def load() -> tuple[Config, dict[str, str]]:
+        raise AssertionError("the config was loaded")
+
+    fast = status.collect_current(paths, config_path, load)
+    slow = status.collect(config, {}, config_home=paths.config_home, state_dir=paths.state_dir)
+    assert rows(fast) == rows(slow)
+    assert {u.kind for u in fast.units} >= {"llama-server", "llama-cpp-python", "ollama", "vllm", "gateway"}
+    gateway = next(u for u in fast.units if u.kind == "gateway")
+    assert gateway.models and gateway.models == next(u for u in slow.units if u.kind == "gateway").models
+
+
+def test_an_edited_config_is_loaded_and_its_change_is_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, config_path, config = install_example(tmp_path)
+    monkeypatch.setattr(systemd, "show", nothing_runs)
+    config_path.write_text(config_path.read_text() + "\n# edited\n")
+    loads: list[bool] = []
+
+    def load() -> tuple[Config, dict[str, str]]:
+        loads.append(True)
+        return config, {}
+
+    status.collect_current(paths, config_path, load)
+    assert loads == [True]
