@@ -77,7 +77,7 @@ def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | Non
         return Health.DOWN, "not installed (run llmctl up)"
     if state.active_state in ("inactive", "failed"):
         return Health.DOWN, f"{state.active_state} ({state.result})"
-    if unit.is_supervisor:
+    if unit.ready_when_active:
         # Type=notify: active means READY=1 came; its STATUS= line says what it sees.
         if state.active_state == "active":
             return Health.OK, state.status_text or "active"
@@ -191,7 +191,7 @@ def _judge(
     """One `systemctl show` for all units, their probes in parallel, then a row per unit."""
     states = systemd.show([u.unit for u in units])
     to_probe = [
-        u for u in units if (s := states.get(u.unit)) is not None and s.running and not u.is_supervisor
+        u for u in units if (s := states.get(u.unit)) is not None and s.running and not u.ready_when_active
     ]
     with (
         probe_client(probe_timeout) as client,
