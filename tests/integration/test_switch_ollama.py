@@ -8,6 +8,7 @@ switch loads one through the API (with the backend's keep-alive) and changes no 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,10 +18,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import UserManager, free_port, json_result, stack_up
+from llmctl.smoke_model import write_smoke_model
+from llmctl.transaction import PAUSE_VARIABLE
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
 from tests.integration.fake_ollama import install_fake_ollama
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
+GiB = 1 << 30
 
 
 class Stack:
@@ -81,3 +85,71 @@ def test_a_model_ollama_does_not_have_is_refused_before_anything(stack: Stack) -
     assert "Ollama model 'ghost:1b' is not pulled" in result.stderr, result.stderr
     assert "ollama pull ghost:1b" in result.stderr
     assert stack.loaded() == []
+
+
+class GpuStack(Stack):
+    """The Ollama and a llama-server, `native`, on one (described) GPU that has room for
+    llama3 only once native stops."""
+
+    def __init__(self, root: Path, provisioned: Provisioned) -> None:
+        super().__init__(root)
+        self.native_port = free_port()
+        self.inventory = root / "gpus.json"
+        data = yaml.safe_load(self.config.read_text())
+        data["backends"]["olla"]["gpus"] = [0]
+        data["backends"]["native"] = {"kind": "llama-server", "command": str(provisioned.llama_server),
+                                      "port": self.native_port, "model": "alpha", "gpus": [0]}  # fmt: skip
+        source = str(write_smoke_model(root / "alpha.gguf", seed=1))
+        data["models"]["alpha"] = {"backend": "native", "source": source, "context": 256}
+        self.config.write_text(yaml.safe_dump(data))
+        total, free = 24 * GiB, GiB // 10
+        held = int(0.9 * GiB)
+        native = {"pid": 900_001, "used_bytes": held, "unit": "llmctl-native.service"}
+        desktop = {"pid": 900_002, "used_bytes": total - free - held, "unit": None}
+        self.inventory.write_text(json.dumps({"source": "file", "gpus": [{
+            "index": 0, "uuid": "GPU-22222222-2222-2222-2222-222222222222", "name": "Described 24G",
+            "total_bytes": total, "used_bytes": total - free, "free_bytes": free, "utilization_percent": 0,
+            "processes": [native, desktop],
+        }]}))  # fmt: skip
+
+    def native_serves(self) -> list[str]:
+        data = httpx.get(f"http://127.0.0.1:{self.native_port}/v1/models", timeout=5).json()["data"]
+        return [m["id"] for m in data]
+
+
+def test_an_ollama_switch_killed_after_its_eviction_is_undone_by_the_next_command(
+    user_manager: UserManager, provisioned: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: an Ollama load changes no file, so it takes no snapshot, but its intent record
+    names the unit its eviction stops before it stops it."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    stack = GpuStack(tmp_path, provisioned)
+    with stack_up(stack.run, user_manager):
+        inventory = ("--gpu-inventory", str(stack.inventory))
+        dry = stack.run("switch", "llama3", "--dry-run", "--json", *inventory)
+        evictions = json.loads(dry.stdout)["data"]["plan"]["evictions"]
+        assert [(e["backend"], e["action"]) for e in evictions] == [("native", "stop")], dry.stdout
+        process = subprocess.Popen(
+            [*LLMCTL, "--config", str(stack.config), "switch", "llama3", *inventory],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, PAUSE_VARIABLE: "evict"},
+        )  # fmt: skip
+        assert process.stderr is not None
+        line = ""
+        while "paused at evict" not in line:
+            line = process.stderr.readline()
+            assert line, "switch ended without pausing"
+        record_file = tmp_path / "state" / "llmctl" / "intent.json"
+        record = json.loads(record_file.read_text())
+        assert (record["snapshot"], record["units"]) == ("", ["llmctl-native.service"])
+        with pytest.raises(httpx.ConnectError):
+            stack.native_serves()  # stopped for room
+        process.kill()
+        process.wait()
+
+        recovered = stack.run("recover")
+        assert recovered.returncode == 0, recovered.stderr
+        assert "stopped at phase evict; undoing what it did" in recovered.stderr
+        assert "undid the interrupted command" in recovered.stdout
+        assert not record_file.exists()
+        assert stack.native_serves() == ["alpha"]
+        assert stack.loaded() == []  # the load never happened
