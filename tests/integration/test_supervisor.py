@@ -1,7 +1,9 @@
 """The supervisor against real llama-servers under the real user manager.
 
 Intervals are shortened through the config (liveness every second, two or three failures) so
-each scenario takes seconds; the defaults are exercised by the benchmark and the load test.
+most scenarios take seconds; a frozen server at the defaults, crashes (which do not depend on
+the probe settings) and the load test run at the defaults. Durations are measured by
+bench/supervisor.py, not asserted here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 
 from llmctl.paths import Paths
 from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
+from tests.integration.spinning_server import install_spinning_server
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 SUPERVISOR = "llmctl-supervisor.service"
@@ -112,6 +115,11 @@ class Stack:
     def main_pid(self) -> int:
         return int(show("llmctl-native.service")["MainPID"])
 
+    def record(self) -> dict[str, Any]:
+        """The supervisor's record of the backend (supervisor.json): restarts, streak, breaker."""
+        data: dict[str, Any] = json.loads((self.state_dir / "supervisor.json").read_text())
+        return dict(data["backends"]["native"])
+
 
 @pytest.fixture
 def stack(
@@ -144,8 +152,6 @@ def test_a_frozen_server_is_restarted_and_serves_again(stack: Stack) -> None:
     stopped = time.monotonic()
     restart = wait_for("a restart event", lambda: stack.events("restart"), timeout=20)[0]
     detected = time.monotonic() - stopped
-    # interval x threshold, plus one probe timeout, plus a round's slack.
-    assert detected <= 1 * 3 + 1 + 2, detected
     assert restart["backend"] == "native" and restart["probe"] == "liveness"
     assert "liveness failed 3 times in a row" in restart["reason"]
     assert [e["probe"] for e in stack.events("probe-failed")] == ["liveness"] * 3
@@ -170,19 +176,94 @@ def test_a_frozen_server_is_restarted_and_serves_again(stack: Stack) -> None:
     assert [e["event"] for e in json.loads(events.stdout)["data"]["events"]][-2:] == ["restart", "recovered"]
 
 
-def test_a_killed_server_is_left_to_systemd(stack: Stack) -> None:
-    stack.write(FAST)
-    assert stack.run("up").returncode == 0
+def kill_and_wait_serving(stack: Stack) -> int:
     pid = stack.main_pid()
     os.kill(pid, signal.SIGKILL)
-    # systemd waits RestartSec=10 before its own restart.
-    wait_for("restarted by systemd", lambda: show("llmctl-native.service")["NRestarts"] == "1", timeout=30)
-    wait_for("serving again", stack.serves, timeout=30)
-    time.sleep(6)  # longer than interval x threshold: a second restart would have happened by now
-    assert show("llmctl-native.service")["NRestarts"] == "1"
-    assert stack.events("restart") == []
+    wait_for("the old process gone", lambda: not Path(f"/proc/{pid}").exists(), timeout=10, interval=0.01)
+    wait_for("serving again", stack.serves, timeout=30, interval=0.05)
+    assert stack.main_pid() != pid
+    return pid
+
+
+def wait_ok(stack: Stack) -> None:
+    wait_for("STATUS= says ok", lambda: show(SUPERVISOR)["StatusText"] == "1 backends: 1 ok", timeout=20)
+
+
+def test_a_killed_server_is_restarted_at_once_exactly_once(stack: Stack) -> None:
+    """kill -9: the supervisor hears the exit (pidfd) and starts the unit while systemd still
+    waits RestartSec=10, so the first restart costs the load time, not the hold-off."""
+    stack.write({})  # defaults: crashes do not depend on the probe settings
+    assert stack.run("up").returncode == 0
+    wait_ok(stack)
+    kill_and_wait_serving(stack)
     crashed = wait_for("a crashed event", lambda: stack.events("crashed"), timeout=10)
-    assert len(crashed) == 1 and "systemd restarted it" in crashed[0]["reason"]
+    assert len(crashed) == 1, crashed
+    assert crashed[0]["evidence"]["restarted_by"] == "supervisor", crashed[0]
+    assert "restarted at once" in crashed[0]["reason"] and "signal" in crashed[0]["reason"]
+    # Exactly one restart, by the supervisor, not systemd's timer; no backoff was announced.
+    assert [(r["reason"], r["by"]) for r in stack.record()["restarts"]] == [("crash", "supervisor")]
+    assert stack.events("deferred") == [] and stack.events("restart") == []
+    recovered = wait_for("a recovered event", lambda: stack.events("recovered"), timeout=20)
+    pid = stack.main_pid()
+    time.sleep(6)  # longer than the liveness interval: a second restart would show now
+    assert stack.main_pid() == pid and len(stack.record()["restarts"]) == 1
+    print(
+        f"crash -> serving: {recovered[0]['evidence']}; NRestarts {show('llmctl-native.service')['NRestarts']}"
+    )
+
+
+def test_a_repeated_crash_gets_systemds_backoff(stack: Stack) -> None:
+    """A second crash right after the first is a repeated failure: no restart at once; systemd
+    restarts it after RestartSec=, and the start limit still ends a crash loop."""
+    stack.write({})
+    assert stack.run("up").returncode == 0
+    wait_ok(stack)
+    kill_and_wait_serving(stack)
+    wait_for("the first crash recorded", lambda: stack.events("crashed"), timeout=10)
+    restarts_before = int(show("llmctl-native.service")["NRestarts"])
+    kill_and_wait_serving(stack)
+    deferred = wait_for("the backoff announced", lambda: stack.events("deferred"), timeout=10)
+    assert deferred[0]["probe"] == "crash" and "RestartSec=" in deferred[0]["reason"], deferred
+    # systemd's own timer restarted it this time (NRestarts went up), recorded once.
+    assert int(show("llmctl-native.service")["NRestarts"]) == restarts_before + 1
+    wait_for("two crashes recorded", lambda: len(stack.events("crashed")) == 2, timeout=10)
+    assert [r["by"] for r in stack.record()["restarts"]] == ["supervisor", "systemd"]
+    assert stack.record()["streak"] == 2
+
+
+def test_a_frozen_server_is_restarted_at_the_defaults(stack: Stack) -> None:
+    stack.write({})
+    assert stack.run("up").returncode == 0
+    wait_ok(stack)
+    pid = stack.main_pid()
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    restart = wait_for("a restart event", lambda: stack.events("restart"), timeout=60, interval=0.2)[0]
+    detected = time.monotonic() - stopped
+    assert restart["probe"] == "liveness" and "liveness failed 3 times in a row" in restart["reason"]
+    failed = stack.events("probe-failed")
+    assert len(failed) == 3 and all("timed out" in e["reason"] for e in failed), failed
+    wait_for("serving again", stack.serves, timeout=30, interval=0.05)
+    assert stack.main_pid() != pid and len(stack.events("restart")) == 1
+    print(
+        f"frozen at the defaults -> restart event {detected:.1f} s, -> serving {time.monotonic() - stopped:.1f} s"
+    )
+
+
+def test_a_server_that_spins_without_progress_is_restarted(stack: Stack, tmp_path: Path) -> None:
+    """It burns a CPU, /health never answers, and /slots shows a request whose token counts do
+    not move: the CPU it uses does not excuse the timeouts."""
+    stack.write(FAST, command=str(install_spinning_server(tmp_path)))
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    wait_ok(stack)
+    pid = stack.main_pid()
+    os.kill(pid, signal.SIGUSR1)
+    restart = wait_for("a restart event", lambda: stack.events("restart"), timeout=60, interval=0.2)[0]
+    assert "burns CPU but its token counters did not move" in restart["reason"], restart
+    assert [e["probe"] for e in stack.events("probe-failed")] == ["liveness"] * 3
+    wait_for("serving again", stack.serves, timeout=30, interval=0.05)
+    assert stack.main_pid() != pid and len(stack.events("restart")) == 1
 
 
 WRAPPER = """#!/bin/sh
