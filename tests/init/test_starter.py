@@ -78,7 +78,12 @@ def test_plan_everything_on_a_gpu_machine() -> None:
     }  # fmt: skip
     assert config["models"]["llama3.2:latest"] == {"backend": "ollama", "source": "llama3.2:latest"}
     assert set(config["models"]) == {"mid", "small", "llama3.2:latest", "nomic-embed-text:latest"}
-    assert config["gateway"] == {"command": "/home/u/venvs/litellm/bin/litellm", "port": 4000}
+    assert config["gateway"] == {
+        "command": "/home/u/venvs/litellm/bin/litellm",
+        "port": 4000,
+        "on_demand": True,
+        "router_port": 4001,
+    }
     whats = [c.what for c in plan.choices]
     assert "llama-cpp-python not configured" in whats
     assert any(w.startswith("vllm (") and w.endswith("not configured") for w in whats)

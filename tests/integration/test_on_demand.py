@@ -140,24 +140,34 @@ def stack(
 
 
 def test_every_model_answers_alternating_with_no_gateway_reload(stack: OnDemandStack) -> None:
+    """The openai client, as users run it: 60 s of two clients, one alternating the two models
+    of one llama-server backend request by request, one on the llama-cpp-python backend."""
+    import openai  # noqa: PLC0415 - the dev extras' client, only here
+
     generation = stack.gateway_generation()
     failures: list[str] = []
     answered: dict[str, int] = {}
-    stop = time.monotonic() + 30
+    stop = time.monotonic() + 60
 
     def alternate(models: list[str]) -> None:
-        with httpx.Client() as client:
-            i = 0
-            while time.monotonic() < stop:
-                model = models[i % len(models)]
-                i += 1
-                response = stack.chat(model, client)
-                if response.status_code != 200:
-                    failures.append(f"{model}: {response.status_code} {response.text[:200]}")
-                elif response.json()["model"] != model:
-                    failures.append(f"asked for {model}, answered by {response.json()['model']}")
-                else:
-                    answered[model] = answered.get(model, 0) + 1
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{stack.gateway_port}/v1", api_key=stack.key, max_retries=0
+        )
+        i = 0
+        while time.monotonic() < stop:
+            model = models[i % len(models)]
+            i += 1
+            try:
+                answer = client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4, timeout=180
+                )
+            except openai.OpenAIError as exc:
+                failures.append(f"{model}: {exc}")
+                continue
+            if answer.model != model:
+                failures.append(f"asked for {model}, answered by {answer.model}")
+            else:
+                answered[model] = answered.get(model, 0) + 1
 
     threads = [
         threading.Thread(target=alternate, args=(["alpha", "beta"],)),
@@ -168,11 +178,11 @@ def test_every_model_answers_alternating_with_no_gateway_reload(stack: OnDemandS
     for thread in threads:
         thread.join()
     assert failures == []
-    assert answered.get("alpha", 0) >= 2
-    assert answered.get("beta", 0) >= 2
-    assert answered.get("other", 0) >= 5
+    assert answered.get("alpha", 0) >= 5
+    assert answered.get("beta", 0) >= 5
+    assert answered.get("other", 0) >= 10
     assert stack.gateway_generation() == generation  # LiteLLM was never restarted or reloaded
-    assert stack.router_state()["native"]["loads"] >= 3
+    assert stack.router_state()["native"]["loads"] >= 10
 
 
 def test_model_that_cannot_load_gets_its_fallback_or_a_503_with_the_reason(stack: OnDemandStack) -> None:

@@ -76,10 +76,19 @@ def test_units_follow_what_each_backend_needs() -> None:
             assert get(unit, "StartLimitBurst", "Unit") and not get(unit, "StartLimitBurst")
             argv = systemd_syntax.exec_argv(get(unit, "ExecStart")[0])
             assert isinstance(argv[0], str) and argv[0].startswith("/")
-            if unit not in ("llmctl-gateway.service", "llmctl-supervisor.service"):
+            if unit not in ("llmctl-gateway.service", "llmctl-supervisor.service", "llmctl-router.service"):
                 assert get(unit, "KillMode") == ["control-group"]
                 assert get(unit, "Type") == ["exec"]
     assert get("llmctl-vllm.service", "Restart") == ["always"]
+    # The router stops before every backend (drain first) and answers only on loopback.
+    after = get("llmctl-router.service", "After", "Unit")[0].split()
+    assert {u for u in units if u.endswith(".service") and u not in after} == {
+        "llmctl-gateway.service",
+        "llmctl-supervisor.service",
+        "llmctl-router.service",
+    }
+    assert get("llmctl-router.service", "Type") == ["notify"]
+    assert get("llmctl-router.socket", "ListenStream", "Socket") == ["127.0.0.1:4001"]
     assert get("llmctl-llama-native.service", "Restart") == ["on-failure"]
     llama = systemd_syntax.exec_argv(get("llmctl-llama-native.service", "ExecStart")[0])
     for flag, value in (

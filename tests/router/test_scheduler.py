@@ -92,6 +92,7 @@ def test_request_for_unloaded_model_loads_it_and_is_answered_by_it() -> None:
         assert lease.slot.loaded == "beta"
         assert loader.calls == [("load", "native", "beta")]
         assert [(e.kind, e.model) for e in events] == [("evict", "alpha"), ("load", "beta")]
+        assert events[0].detail == "demand: a request asked for beta"
         lease.release()
 
     asyncio.run(go())
@@ -298,6 +299,7 @@ def test_explicit_switch_goes_through_the_queue_and_reports_the_outcome() -> Non
         assert not outcome.unchanged
         assert (await scheduler.switch("beta")).unchanged
         assert events[-1].detail == "switch"
+        assert [e.detail.split(":")[0] for e in events if e.kind == "evict"] == ["switch"]
 
     asyncio.run(go())
 

@@ -28,6 +28,7 @@ DEFAULT_PORTS = {
     "llama-server": 8080,
     "vllm": 8001,
     "gateway": 4000,
+    "router": 4001,
 }
 BACKEND_NAMES = {"llama-server": "llama-server", "llama-cpp-python": "llama-cpp", "ollama": "ollama"}
 DEFAULT_CONTEXT = 4096
@@ -181,8 +182,14 @@ class _Planner:
     def gateway(self) -> None:
         litellm = self.detection.first("litellm")
         if litellm is not None and self.backends:
-            self.result.config["gateway"] = {"command": str(litellm.path), "port": self.port_for("gateway")}
+            gateway_port = self.port_for("gateway")
+            # New configs serve every model on demand (docs/on-demand.md); older ones opt in.
+            self.result.config["gateway"] = {
+                "command": str(litellm.path), "port": gateway_port, "on_demand": True,
+                "router_port": self.port_for("router"),
+            }  # fmt: skip
             self.choose(f"gateway (LiteLLM, {litellm.path})", f"found in {litellm.where}")
+            self.choose("models on demand (gateway.on_demand)", "every model answers; loaded when asked for")
             return
         self.result.config["gateway"] = {"enabled": False}
         self.choose(

@@ -284,7 +284,7 @@ class Scheduler:
                 )
             except LoadFailed as failure:
                 slot.loaded, slot.loaded_at = failure.loaded, self.clock()
-                self._forget_victims(victims)
+                self._forget_victims(victims, "switch" if explicit else "demand")
                 self.failures[target] = (self.clock(), str(failure))
                 self.on_event(Event("load-failed", slot.name, target, str(failure)))
                 raise
@@ -292,21 +292,22 @@ class Scheduler:
                 for v in victims:
                     if v in self.slots:
                         self.slots[v].draining = False
-            self._forget_victims(outcome.evicted)
+            self._forget_victims(outcome.evicted, "switch" if explicit else "demand")
             slot.loaded, slot.loaded_at, slot.loads = outcome.loaded, self.clock(), slot.loads + 1
             self.failures.pop(target, None)
             if old is not None and old != target:
-                self.on_event(Event("evict", slot.name, old, f"demand: {target} asked for"))
+                why = "switch: llmctl switch" if explicit else "demand: a request"
+                self.on_event(Event("evict", slot.name, old, f"{why} asked for {target}"))
             self.on_event(
                 Event("load", slot.name, target, "switch" if explicit else "demand", outcome.seconds)
             )
             return outcome
 
-    def _forget_victims(self, victims: Sequence[str]) -> None:
+    def _forget_victims(self, victims: Sequence[str], reason: str) -> None:
         for victim in victims:
             held = self.slots.get(victim)
             if held is not None and held.loaded is not None:
-                self.on_event(Event("evict", victim, held.loaded, "demand: memory for another backend"))
+                self.on_event(Event("evict", victim, held.loaded, f"{reason}: memory for another backend"))
                 held.loaded = None
 
     async def _drain(self, slot: Slot) -> None:
