@@ -181,7 +181,10 @@ def crash(name: str, port: int, what: str) -> None:
     while psutil.pid_exists(pid):  # its socket is closed once it is gone
         time.sleep(0.002)
     served = wait_serving(port)
-    # How long the new process took from exec to active (its load and the readiness gate).
+    # How long the new process took from exec to active (its load and the readiness gate): it
+    # serves a moment before its gate has told systemd, so wait for systemd to say active.
+    while show(unit, "ActiveState") != "active":
+        time.sleep(0.02)
     start = int(show(unit, "ActiveEnterTimestampMonotonic")) - int(
         show(unit, "ExecMainStartTimestampMonotonic")
     )
