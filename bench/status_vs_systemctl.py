@@ -1,9 +1,11 @@
-"""`llmctl status --json` for 6 running units against `systemctl --user show` of the same units.
+"""`llmctl status --json` for a running stack with a gateway against `systemctl --user show` of
+the same units.
 
 Runs inside a systemd user manager (bench/run uses the private one). Starts six llama-server
-backends on the smoke model through `llmctl up`, then times both commands side by side.
-status does more than show: it probes each backend's health over HTTP (in parallel) and reads
-each unit's cgroup for RSS and CPU; the ratio says what that costs over the bare query.
+backends on the smoke model and the LiteLLM gateway (`$LLMCTL_TEST_LITELLM`, from
+scripts/provision) through `llmctl up`, then times both commands side by side. status does
+more than show: it probes each unit's health over HTTP (in parallel) and reads each unit's
+cgroup for RSS and CPU; the ratio says what that costs over the bare query.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def free_port() -> int:
 
 def main() -> int:
     llama_server = os.environ["LLMCTL_TEST_LLAMA_SERVER"]
+    litellm = os.environ["LLMCTL_TEST_LITELLM"]
     work = Path(tempfile.mkdtemp(prefix="llmctl-bench-"))
     model = work / "smoke.gguf"
     llmctl = [sys.executable, "-m", "llmctl"]
@@ -48,13 +51,27 @@ def main() -> int:
     }
     models = {f"m{i}": {"backend": f"b{i}", "source": str(model), "context": 256} for i in range(BACKENDS)}
     config = work / "llmctl.yaml"
+    gateway = {"command": litellm, "port": free_port()}
     config.write_text(
-        yaml.safe_dump({"version": 1, "backends": backends, "models": models, "gateway": {"enabled": False}})
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "backends": backends,
+                "models": models,
+                "gateway": gateway,
+                # Its own metrics port: a demo stack may hold the default one.
+                "supervisor": {"metrics": {"port": free_port()}},
+            }
+        )
     )
     base = [*llmctl, "--config", str(config)]
     subprocess.run([*base, "up"], check=True, stdout=subprocess.DEVNULL)
     try:
-        units = [f"llmctl-b{i}.service" for i in range(BACKENDS)]
+        units = [
+            *(f"llmctl-b{i}.service" for i in range(BACKENDS)),
+            "llmctl-gateway.service",
+            "llmctl-supervisor.service",
+        ]
         show = ["systemctl", "--user", "show", "--property=ActiveState,SubState,MainPID,NRestarts", *units]
         print(compare([*base, "status", "--json"], show, runs=20).report())
     finally:

@@ -123,41 +123,49 @@ def collect_installed(
     names = {u.name for u in units}
     # A switch's bridge (llmctl-NAME-bridge.service) is part of NAME's switch, not a unit of its own.
     units = [u for u in units if not (u.name.endswith("-bridge") and u.name.removesuffix("-bridge") in names)]
-    routes = _routes_now(config_home)
-    routed = tuple(sorted({model for model, _ in routes}))
+    routed = _routed_now(config_home)
+    state_dir = state_dir or Paths.from_env().state_dir
+    many = [u for u in units if u.kind in set(Kind) and adapter_for(Kind(u.kind)).serves_many]
+    assigned = _assigned_models(state_dir, {u.name for u in many}) if many else {}
 
     def models(unit: StackUnit) -> tuple[str, ...]:
         if unit.is_gateway:
             return routed
-        if unit.models:
-            return unit.models
-        # A many-model server (Ollama) names none in its unit: the gateway's routes to it do.
-        return tuple(sorted({m for m, base in routes if base.removesuffix("/v1") == unit.url}))
+        # A many-model server (Ollama) names none in its unit: the config assigns them.
+        return assigned.get(unit.name, unit.models)
 
     units = [replace(u, models=models(u)) for u in units]
     return _judge(units, {}, state_dir, probe_timeout)
 
 
-def _routes_now(config_home: Path) -> list[tuple[str, str]]:
-    """(model id, api_base) of each route in the installed gateway file, read as llmctl writes
-    it (`- model_name: ID`, then its litellm_params' `api_base: URL`); yaml is not needed."""
+def _assigned_models(state_dir: Path, backends: set[str]) -> dict[str, tuple[str, ...]]:
+    """The model ids the applied config assigns to these backends (`models.ID.backend`), read
+    from its copy as plain YAML: the copy is the config the units came from, already valid."""
+    import yaml  # noqa: PLC0415
+
+    from llmctl.state import applied_config_file  # noqa: PLC0415
+
+    try:
+        data = yaml.safe_load(applied_config_file(state_dir).read_text(encoding="utf-8"))
+        models = data.get("models") or {}
+        pairs = [(str(mid), m.get("backend")) for mid, m in models.items() if isinstance(m, dict)]
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return {name: tuple(sorted(mid for mid, b in pairs if b == name)) for name in backends}
+
+
+def _routed_now(config_home: Path) -> tuple[str, ...]:
+    """The model ids the installed gateway file routes (its `- model_name: ID` lines, as llmctl
+    writes them; yaml is not needed)."""
     from llmctl.render.names import GATEWAY_FILE  # noqa: PLC0415
 
     try:
         text = (config_home / GATEWAY_FILE).read_text(encoding="utf-8")
     except OSError:
-        return []
-    routes: list[tuple[str, str]] = []
-    model = None
-    for line in text.splitlines():
-        key, _, value = line.strip().removeprefix("- ").partition(": ")
-        value = value.strip().strip("'\"")
-        if line.startswith("- model_name: "):
-            model = value
-            routes.append((model, ""))
-        elif key == "api_base" and model is not None and routes:
-            routes[-1] = (model, value)
-    return routes
+        return ()
+    prefix = "- model_name: "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return tuple(sorted({line.removeprefix(prefix).strip().strip("'\"") for line in lines}))
 
 
 def collect(
@@ -188,26 +196,32 @@ def collect(
 def _judge(
     units: list[StackUnit], pending: dict[str, str], state_dir: Path | None, probe_timeout: float
 ) -> StackStatus:
-    """One `systemctl show` for all units, their probes in parallel, then a row per unit."""
-    states = systemd.show([u.unit for u in units])
-    to_probe = [
-        u for u in units if (s := states.get(u.unit)) is not None and s.running and not u.ready_when_active
-    ]
+    """One `systemctl show` for all units, then a row per unit. Everything else runs while
+    `show` does, in parallel: each unit's probe (a stopped unit's is refused at once, and only
+    running units' probes count), vLLM's sleep state, NVML (tens of ms even without a driver)
+    and the supervisor's last events."""
+    probed = [u for u in units if not u.ready_when_active]
+    # Every backend's adapter says whether it sleeps (no question for kinds without sleep).
+    backends = [u for u in probed if u.kind in set(Kind)]
     with (
         probe_client(probe_timeout) as client,
-        ThreadPoolExecutor(max_workers=max(len(to_probe), 1)) as pool,
+        ThreadPoolExecutor(max_workers=len(probed) + len(backends) + 2) as pool,
     ):
-        futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in to_probe}
-        # Every backend's adapter says whether it sleeps (no question for kinds without sleep).
-        backends = [u for u in to_probe if u.kind in set(Kind)]
+        futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in probed}
         asleep_futures = {
             u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in backends
         }
-        probes = {unit: future.result() for unit, future in futures.items()}
-        asleep = {unit for unit, future in asleep_futures.items() if future.result() is True}
-    gpu_by_pid = gpu.memory_by_pid() if to_probe else None
+        gpu_future = pool.submit(gpu.memory_by_pid)
+        events_future = pool.submit(
+            _last_events, state_dir or Paths.from_env().state_dir, {u.name for u in units}
+        )
+        states = systemd.show([u.unit for u in units])
+        active = {unit for unit, state in states.items() if state.running}
+        probes = {unit: future.result() for unit, future in futures.items() if unit in active}
+        asleep = {unit for unit, f in asleep_futures.items() if unit in active and f.result() is True}
+        gpu_by_pid = gpu_future.result() if probes else None
+        last_events = events_future.result()
     now_us = time.monotonic_ns() // 1000
-    last_events = _last_events(state_dir or Paths.from_env().state_dir, {u.name for u in units})
     router = _router_view(units, states)
     rows = []
     for unit in units:
