@@ -68,10 +68,14 @@ class Stack:
         command: str | None = None,
         gateway: dict[str, Any] | None = None,
         parallel: int | None = None,
+        kind: str = "llama-server",
     ) -> None:
+        default = (
+            self.provisioned.llama_server if kind == "llama-server" else self.provisioned.llama_cpp_python
+        )
         backend: dict[str, Any] = {
-            "kind": "llama-server",
-            "command": command or str(self.provisioned.llama_server),
+            "kind": kind,
+            "command": command or str(default),
             "port": free_port(),
             "model": "smoke",
             "gpus": [],
@@ -264,6 +268,23 @@ def test_a_server_that_spins_without_progress_is_restarted(stack: Stack, tmp_pat
     assert [e["probe"] for e in stack.events("probe-failed")] == ["liveness"] * 3
     wait_for("serving again", stack.serves, timeout=30, interval=0.05)
     assert stack.main_pid() != pid and len(stack.events("restart")) == 1
+
+
+def test_llama_cpp_python_is_probed_on_a_route_it_has(stack: Stack) -> None:
+    """It has no /health: its liveness probe asks FastAPI's /docs, so its journal shows 200s,
+    not a 404 every interval."""
+    stack.write(FAST, kind="llama-cpp-python")
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    wait_ok(stack)
+    time.sleep(4)  # a few probes at 1 s
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", "_SYSTEMD_UNIT=llmctl-native.service"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    assert journal.count('"GET /docs HTTP/1.1" 200') >= 3, journal[-2000:]
+    assert "404" not in journal and "/health" not in journal, journal[-2000:]
+    assert stack.events("probe-failed") == [] and stack.events("restart") == []
 
 
 WRAPPER = """#!/bin/sh
