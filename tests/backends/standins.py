@@ -294,6 +294,7 @@ class OllamaStandIn(StandIn):
       /api/ps only `unload_delay` seconds later (asynchronous unload, 1.5, 9.6);
     - keep_alive: a JSON number is seconds (negative: forever); a JSON string goes through Go's
       time.ParseDuration, so "300" is a 400 (api/types.go Duration.UnmarshalJSON);
+    - POST /api/chat (stream false) loads M as a request does and answers one message;
     - unknown model -> 404 {"error": "model 'x' not found"}; an embedding model on /api/generate
       -> 400 "\\"x\\" does not support generate", loaded instead by an empty POST /api/embeddings
       (server/routes.go GenerateHandler, EmbeddingsHandler);
@@ -344,7 +345,30 @@ class OllamaStandIn(StandIn):
             return Reply.json(200, {"models": [self._ps(e) for e in entries]})
         if route in (("POST", "/api/generate"), ("POST", "/api/embeddings")):
             return self._generate(request)
+        if route == ("POST", "/api/chat"):
+            return self._chat(request)
         return Reply(404, b"404 page not found", "text/plain")
+
+    def _chat(self, request: Request) -> Reply:
+        """Non-streaming /api/chat (what LiteLLM's ollama_chat sends with stream false): loads the
+        model as Ollama does on demand, answers one assistant message (docs/api.md, chat)."""
+        body = request.body if isinstance(request.body, dict) else {}
+        asked = str(body.get("model", ""))
+        name = _canonical(asked)
+        if name not in self.on_disk:
+            return Reply.json(404, {"error": f"model '{asked}' not found"})
+        if "completion" not in self.on_disk[name].capabilities:
+            return Reply.json(400, {"error": f'"{asked}" does not support chat'})
+        raw = body.get("keep_alive")
+        self._load(name, float(raw) if isinstance(raw, int | float) else None)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        return Reply.json(200, {
+            "model": asked, "created_at": now,
+            "message": {"role": "assistant", "content": f"hello from {name}"},
+            "done": True, "done_reason": "stop", "total_duration": 1_000_000, "load_duration": 500_000,
+            "prompt_eval_count": len(body.get("messages") or []), "prompt_eval_duration": 100_000,
+            "eval_count": 3, "eval_duration": 300_000,
+        })  # fmt: skip
 
     def _generate(self, request: Request) -> Reply:
         body = request.body if isinstance(request.body, dict) else {}

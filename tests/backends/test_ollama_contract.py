@@ -77,6 +77,18 @@ def test_documented_endpoints_answer_as_documented(client: httpx.Client, server:
     assert client.get(f"{server.url}/api/ps").json() == {"models": []}
 
 
+def test_chat_loads_the_model_on_demand_and_answers_one_message(
+    client: httpx.Client, server: OllamaStandIn
+) -> None:
+    body = {"model": "qwen2.5", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    answer = client.post(f"{server.url}/api/chat", json=body).json()
+    assert answer["done"] is True
+    assert answer["message"]["role"] == "assistant"
+    assert [m["name"] for m in client.get(f"{server.url}/api/ps").json()["models"]] == ["qwen2.5:latest"]
+    missing = client.post(f"{server.url}/api/chat", json={**body, "model": "ghost"})
+    assert (missing.status_code, missing.json()) == (404, {"error": "model 'ghost' not found"})
+
+
 def test_a_foreign_host_header_is_refused_and_the_probe_says_so(server: OllamaStandIn) -> None:
     # localhost and 127.0.0.1 are what llmctl probes; a rebinding name gets 403 (loopback bind).
     with httpx.Client(timeout=2.0, trust_env=False) as local:

@@ -322,3 +322,55 @@ def test_down_waits_for_a_stream_in_flight(stack: OnDemandStack) -> None:
     thread.join()
     assert down.returncode == 0, down.stderr
     assert chunks[-1] == "data: [DONE]", chunks[-3:]
+
+
+def test_ollama_models_answer_through_the_router_and_ollama_loads_them(
+    tmp_path: Path, provisioned: Provisioned, user_manager: UserManager
+) -> None:
+    """Ollama loads models itself: the router admits every request and counts it, and the
+    models it asked for are the ones Ollama has loaded (the stand-in behind `ollama serve`)."""
+    from tests.integration.fake_ollama import install_fake_ollama  # noqa: PLC0415
+
+    port, gateway_port, router_port = free_port(), free_port(), free_port()
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(
+        yaml.safe_dump({
+            "version": 1,
+            "backends": {"olla": {"kind": "ollama", "command": str(install_fake_ollama(tmp_path)),
+                                  "port": port, "gpus": [], "models_dir": str(tmp_path / "ollama-models"),
+                                  "environment": {"FAKE_OLLAMA_MODELS": "llama3:8b,mistral"}}},
+            "models": {"llama3": {"backend": "olla", "source": "llama3:8b"},
+                       "mistral": {"backend": "olla", "source": "mistral"}},
+            "gateway": {"command": str(provisioned.litellm), "port": gateway_port, "on_demand": True,
+                        "router_port": router_port},
+            "supervisor": {"enabled": False},
+        })
+    )  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    with stack_up(run, user_manager), httpx.Client() as client:
+        key = run("gateway", "key").stdout.strip()
+        for model in ("llama3", "mistral"):
+            response = client.post(
+                f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["content"].startswith("hello from")
+        loaded = httpx.get(f"http://127.0.0.1:{port}/api/ps", timeout=5).json()["models"]
+        assert sorted(m["name"] for m in loaded) == ["llama3:8b", "mistral:latest"]
+        state = httpx.get(f"http://127.0.0.1:{router_port}/_llmctl/state", timeout=5).json()["backends"][
+            "olla"
+        ]
+        assert state["serves_many"] is True
+        assert sorted(state["idle_s"]) == ["llama3", "mistral"]  # both went through the router
