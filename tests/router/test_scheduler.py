@@ -353,3 +353,25 @@ def test_unknown_model_is_unavailable() -> None:
             await scheduler.admit("gpt-9")
 
     asyncio.run(go())
+
+
+def test_a_failed_idle_unload_is_an_event_and_the_model_counts_as_unloaded() -> None:
+    async def go() -> None:
+        now = [0.0]
+
+        class Stuck(FakeLoader):
+            async def unload(self, backend: str) -> None:
+                raise RuntimeError("processes [42] are still alive")
+
+        scheduler, events = make(Stuck(), ModelPolicy("alpha", "native", idle_unload=1))
+        scheduler.clock = lambda: now[0]
+        scheduler.set_loaded("native", "alpha")
+        now[0] = 10.0
+        assert await scheduler.unload_idle() == []
+        assert (events[-1].kind, events[-1].detail) == (
+            "idle-unload-failed",
+            "processes [42] are still alive",
+        )
+        assert scheduler.slots["native"].loaded is None  # a request loads it again, checking memory
+
+    asyncio.run(go())

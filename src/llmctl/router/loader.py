@@ -121,10 +121,21 @@ class SwitchLoader:
         await asyncio.to_thread(self._unload, backend)
 
     def _unload(self, backend: str) -> None:
-        from llmctl import systemd  # noqa: PLC0415
+        """Stop the unit (the scheduler drained it), then check its memory is back: its
+        processes gone, and none of them still listed on a GPU (llmctl.vram)."""
+        from llmctl import gpu, procs, systemd  # noqa: PLC0415
         from llmctl.render.units import unit_name  # noqa: PLC0415
+        from llmctl.vram import wait_memory_back  # noqa: PLC0415
 
-        systemd.stop([unit_name(backend)])
+        unit = unit_name(backend)
+        state = systemd.show([unit]).get(unit)
+        pids = procs.cgroup_pids(state.control_group) if state is not None and state.running else []
+        systemd.stop([unit])
+        left = procs.alive(pids)
+        if left:
+            raise LlmctlError(f"{unit} stopped, but processes {left} are still alive")
+        if self.loaded.config.backends[backend].gpus != []:
+            wait_memory_back(gpu.source_for(self.inventory_file), pids, {}, what=f"after unloading {backend}")
 
     def with_config(self, loaded: LoadedConfig) -> SwitchLoader:
         return replace(self, loaded=loaded)

@@ -370,9 +370,12 @@ class Scheduler:
                 slot.draining = True
                 try:
                     await self.loader.unload(slot.name)
+                except Exception as exc:  # stopped or not: send it no requests
+                    self.on_event(Event("idle-unload-failed", slot.name, model, str(exc)))
+                    continue
                 finally:
                     slot.draining = False
-                slot.loaded = None
+                    slot.loaded = None  # the next request loads it again (a load checks memory)
                 self.on_event(Event("idle-unload", slot.name, model, f"idle for {idle_for:.0f} s"))
                 done.append(slot.name)
         return done
