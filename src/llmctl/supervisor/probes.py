@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from llmctl.backends.base import Adapter
     from llmctl.backends.http import LoopbackClient, ProbeHttp
 
-PROGRESS_GAP = 2.0  # seconds between the two readings: a generating server moves its counters
+# Seconds between the two readings. A generating server moves its counters every token; 5 s
+# leaves room for a slow model on a CPU (a token every few seconds) before flat means stuck.
+PROGRESS_GAP = 5.0
 DEFAULT_TIMEOUT = 5.0  # each probe passes its own; this is only the client's fallback
 
 
