@@ -204,6 +204,8 @@ def test_a_switch_killed_while_its_bridge_serves_is_recovered(
         line = process.stderr.readline()
         assert line, "switch ended without pausing"
     assert not bridge_gone(user_manager)  # the bridge serves the new model now
+    record = json.loads((Path(os.environ["XDG_STATE_HOME"]) / "llmctl" / "intent.json").read_text())
+    assert record["units"] == ["llmctl-native.service", "llmctl-native-bridge.service"]
     process.kill()
     process.wait()
     recovered = stack.run("recover")
