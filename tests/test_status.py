@@ -3,11 +3,12 @@ they were rendered from, and says the same as when it reads the config."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from llmctl import status, systemd
+from llmctl import procs, status, systemd
 from llmctl.config.load import parse_config
 from llmctl.config.schema import Config
 from llmctl.paths import Paths
@@ -73,3 +74,20 @@ def test_an_edited_config_is_loaded_and_its_change_is_a_note(
 
     status.collect_current(paths, config_path, load)
     assert loads == [True]
+
+
+def test_usage_is_what_the_kernel_says_of_the_processes() -> None:
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process(os.getpid())
+    before = me.cpu_times()
+    used = procs.usage([os.getpid(), 999_999_999])  # the second does not exist
+    assert used.pids == (os.getpid(),)
+    assert abs(used.cpu_seconds - (before.user + before.system)) < 0.5
+    assert 0.5 < used.rss_bytes / me.memory_info().rss < 2
+
+
+def test_one_scan_finds_the_processes_of_each_cgroup() -> None:
+    mine = next(line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines())
+    found = procs.cgroups_pids([mine, "/no/such.slice/llmctl-none.service"])
+    assert os.getpid() in found[mine]
+    assert found.get("/no/such.slice/llmctl-none.service", []) == []

@@ -1,13 +1,14 @@
 """Processes and ports: who is in a unit's cgroup, and who holds a port.
 
-psutil (~25 ms to import) is imported only by what needs it (memory and CPU use, listening
-sockets): the switch and the readiness gate only read /proc and the cgroup files.
+psutil (~25 ms to import) is imported only by what needs it (listening sockets): status, the
+switch and the readiness gate only read /proc and the cgroup files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -35,22 +36,33 @@ def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
 
 def cgroup_pids(control_group: str) -> list[int]:
     """PIDs whose cgroup is `control_group` (as systemd reports it) or below it."""
-    if not control_group:
-        return []
-    # cgroup v2: the unit's directory lists its processes; sub-cgroups hold the rest.
-    unit_dir = CGROUP_ROOT / control_group.lstrip("/")
-    if unit_dir.is_dir():
-        found: list[int] = []
+    return cgroups_pids([control_group]).get(control_group, [])
+
+
+def cgroups_pids(control_groups: list[str]) -> dict[str, list[int]]:
+    """`cgroup_pids` of each of these cgroups, with at most one scan of /proc for them all."""
+    found: dict[str, list[int]] = {}
+    unmounted = []
+    for control_group in filter(None, control_groups):
+        # cgroup v2: the unit's directory lists its processes; sub-cgroups hold the rest.
+        unit_dir = CGROUP_ROOT / control_group.lstrip("/")
+        if not unit_dir.is_dir():
+            unmounted.append(control_group)
+            continue
+        pids: list[int] = []
         for procs_file in unit_dir.rglob("cgroup.procs"):
             with contextlib.suppress(OSError, ValueError):
-                found.extend(int(line) for line in procs_file.read_text().split())
-        return sorted(found)
-    return _scan_proc(control_group)
+                pids.extend(int(line) for line in procs_file.read_text().split())
+        found[control_group] = sorted(pids)
+    if unmounted:
+        found.update(_scan_proc(unmounted))
+    return found
 
 
-def _scan_proc(control_group: str) -> list[int]:
-    """Slow path: every process's /proc/PID/cgroup (a cgroup tree not mounted where expected)."""
-    pids = []
+def _scan_proc(control_groups: list[str]) -> dict[str, list[int]]:
+    """Slow path: every process's /proc/PID/cgroup (a cgroup tree not mounted where expected),
+    read once for all the cgroups asked for."""
+    pids: dict[str, list[int]] = {group: [] for group in control_groups}
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
@@ -58,13 +70,12 @@ def _scan_proc(control_group: str) -> list[int]:
             lines = (proc_dir / "cgroup").read_text().splitlines()
         except OSError:
             continue
-        for line in lines:
-            path = line.split(":", 2)[-1]
+        paths = [line.split(":", 2)[-1] for line in lines]
+        for group in control_groups:
             # The path is relative to our cgroup namespace; systemd's may carry a longer prefix.
-            if path == control_group or path.endswith(control_group) or path.startswith(control_group + "/"):
-                pids.append(int(proc_dir.name))
-                break
-    return sorted(pids)
+            if any(p == group or p.endswith(group) or p.startswith(group + "/") for p in paths):
+                pids[group].append(int(proc_dir.name))
+    return {group: sorted(found) for group, found in pids.items()}
 
 
 @dataclass(frozen=True)
@@ -74,22 +85,26 @@ class Usage:
     pids: tuple[int, ...]
 
 
-def usage(pids: list[int]) -> Usage:
-    import psutil  # noqa: PLC0415
-
+def usage(pids: list[int], proc_root: Path = Path("/proc")) -> Usage:
+    """Resident memory and CPU time of these processes, from /proc/PID/statm and stat (what
+    psutil reads, without its import: `status` calls this for every unit)."""
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
     rss = 0
     cpu = 0.0
     alive = []
     for pid in pids:
         try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                rss += proc.memory_info().rss
-                times = proc.cpu_times()
-                cpu += times.user + times.system
-            alive.append(pid)
-        except psutil.Error:
+            stat = (proc_root / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
+            statm = (proc_root / str(pid) / "statm").read_text(encoding="ascii")
+        except OSError:
             continue
+        # The name in parentheses may contain spaces and ')'; fields 3 on follow the last ')'.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) < 13 or fields[0] == "Z" or len(statm.split()) < 2:
+            continue  # a zombie holds no memory
+        rss += int(statm.split()[1]) * page
+        cpu += (int(fields[11]) + int(fields[12])) / tick  # utime + stime (fields 14, 15)
+        alive.append(pid)
     return Usage(rss, cpu, tuple(alive))
 
 

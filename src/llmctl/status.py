@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmctl import gpu, procs, systemd
+from llmctl import procs, systemd
 from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
 from llmctl.kinds import Kind
@@ -203,25 +203,27 @@ def _judge(
     probed = [u for u in units if not u.ready_when_active]
     # Every backend's adapter says whether it sleeps (no question for kinds without sleep).
     backends = [u for u in probed if u.kind in set(Kind)]
-    with (
-        probe_client(probe_timeout) as client,
-        ThreadPoolExecutor(max_workers=len(probed) + len(backends) + 2) as pool,
-    ):
-        futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in probed}
-        asleep_futures = {
-            u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in backends
-        }
-        gpu_future = pool.submit(gpu.memory_by_pid)
+    with ThreadPoolExecutor(max_workers=len(probed) + len(backends) + 3) as pool:
+        # Started first: the rest (the probe client's imports too) runs while systemctl does.
+        states_future = pool.submit(systemd.show, [u.unit for u in units])
+        gpu_future = pool.submit(_gpu_memory)
         events_future = pool.submit(
             _last_events, state_dir or Paths.from_env().state_dir, {u.name for u in units}
         )
-        states = systemd.show([u.unit for u in units])
-        active = {unit for unit, state in states.items() if state.running}
-        probes = {unit: future.result() for unit, future in futures.items() if unit in active}
-        asleep = {unit for unit, f in asleep_futures.items() if unit in active and f.result() is True}
+        with probe_client(probe_timeout) as client:
+            futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in probed}
+            asleep_futures = {
+                u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in backends
+            }
+            states = states_future.result()
+            active = {unit for unit, state in states.items() if state.running}
+            probes = {unit: future.result() for unit, future in futures.items() if unit in active}
+            asleep = {unit for unit, f in asleep_futures.items() if unit in active and f.result() is True}
         gpu_by_pid = gpu_future.result() if probes else None
         last_events = events_future.result()
     now_us = time.monotonic_ns() // 1000
+    # One pass for every unit's processes (without a mounted cgroup tree that is a /proc scan).
+    pids_of = procs.cgroups_pids([s.control_group for s in states.values() if s.running])
     router = _router_view(units, states)
     rows = []
     for unit in units:
@@ -248,7 +250,7 @@ def _judge(
         if unit.unit in pending:
             detail = f"{detail}; {pending[unit.unit]}"
         running = state is not None and state.running
-        use = procs.usage(procs.cgroup_pids(state.control_group)) if running and state else None
+        use = procs.usage(pids_of.get(state.control_group, [])) if running and state else None
         uptime = (
             (now_us - state.active_since_monotonic_us) / 1e6
             if state and state.active_state == "active" and state.active_since_monotonic_us
@@ -294,6 +296,12 @@ def _router_view(
     from llmctl.router import client  # noqa: PLC0415
 
     return client.state(router.port) or {}
+
+
+def _gpu_memory() -> dict[int, int] | None:
+    from llmctl import gpu  # noqa: PLC0415 - imported in a worker, while systemctl runs
+
+    return gpu.memory_by_pid()
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:
