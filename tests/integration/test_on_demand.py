@@ -374,3 +374,66 @@ def test_ollama_models_answer_through_the_router_and_ollama_loads_them(
         ]
         assert state["serves_many"] is True
         assert sorted(state["idle_s"]) == ["llama3", "mistral"]  # both went through the router
+
+
+def test_a_model_that_does_not_fit_the_gpu_is_a_503_and_nothing_changes(
+    tmp_path: Path, provisioned: Provisioned, user_manager: UserManager
+) -> None:
+    """GPU-aware through the router, on a described GPU: with 100 MiB free beta does not fit
+    (503 with the planner's reason, alpha still served); with room it loads."""
+    from llmctl.router.main import INVENTORY_VARIABLE  # noqa: PLC0415
+    from tests.integration.test_switch import described_gpu  # noqa: PLC0415
+
+    alpha = write_smoke_model(tmp_path / "alpha.gguf", seed=1)
+    beta = write_smoke_model(tmp_path / "beta.gguf", seed=2)
+    inventory = tmp_path / "gpus.json"
+    inventory.write_text(json.dumps(described_gpu(free=100 << 20)))
+    gateway_port, router_port = free_port(), free_port()
+    model = {"backend": "gpu", "context": 256}
+    config = tmp_path / "llmctl.yaml"
+    config.write_text(
+        yaml.safe_dump({
+            "version": 1,
+            "backends": {"gpu": {"kind": "llama-server", "command": str(provisioned.llama_server),
+                                 "port": free_port(), "model": "alpha", "gpus": [0]}},
+            "models": {"alpha": {**model, "source": str(alpha)}, "beta": {**model, "source": str(beta)}},
+            "gateway": {"command": str(provisioned.litellm), "port": gateway_port, "on_demand": True,
+                        "router_port": router_port},
+            "supervisor": {"enabled": False},
+        })
+    )  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*LLMCTL, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    manager = ["systemctl", "--user"]
+    subprocess.run([*manager, "set-environment", f"{INVENTORY_VARIABLE}={inventory}"], check=True)
+    try:
+        with stack_up(run, user_manager), httpx.Client() as client:
+            key = run("gateway", "key").stdout.strip()
+
+            def chat(name: str) -> httpx.Response:
+                return client.post(
+                    f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+                    timeout=120,
+                )
+
+            refused = chat("beta")
+            assert refused.status_code == 503, refused.text
+            assert "does not fit" in refused.text
+            assert chat("alpha").json()["model"] == "alpha"  # nothing was changed
+            inventory.write_text(json.dumps(described_gpu(free=900 << 20)))
+            time.sleep(11)  # the router holds a failure's answer for 10 s
+            loaded = chat("beta")
+            assert loaded.status_code == 200, loaded.text
+            assert loaded.json()["model"] == "beta"
+    finally:
+        subprocess.run([*manager, "unset-environment", INVENTORY_VARIABLE], check=False)

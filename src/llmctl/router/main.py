@@ -15,7 +15,10 @@ from llmctl.router.scheduler import ModelPolicy
 if TYPE_CHECKING:
     from llmctl.paths import Paths
 
-DEFAULT_LOAD_TIMEOUT_EXTRA = 30.0  # over the backend's start timeout: the swap's own steps
+DEFAULT_LOAD_TIMEOUT_EXTRA = 30.0
+# Described GPUs (the JSON of `llmctl gpus --json`) instead of NVML, for the router's plans:
+# `systemctl --user set-environment LLMCTL_GPU_INVENTORY=FILE` (tests; trying a plan by hand).
+INVENTORY_VARIABLE = "LLMCTL_GPU_INVENTORY"  # over the backend's start timeout: the swap's own steps
 
 
 def policies_for(loaded: LoadedConfig) -> dict[str, ModelPolicy]:
@@ -52,6 +55,8 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     from llmctl.router.watch import UnitWatch  # noqa: PLC0415
     from llmctl.state import applied_config_file  # noqa: PLC0415
 
+    if inventory_file is None and os.environ.get(INVENTORY_VARIABLE):
+        inventory_file = Path(os.environ[INVENTORY_VARIABLE])
     paths = Paths.from_env()
     if state_dir is not None and state_dir.name == "llmctl":
         paths = replace(paths, state_home=state_dir.parent)  # what the unit says wins
