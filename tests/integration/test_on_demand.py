@@ -437,3 +437,48 @@ def test_a_model_that_does_not_fit_the_gpu_is_a_503_and_nothing_changes(
             assert loaded.json()["model"] == "beta"
     finally:
         subprocess.run([*manager, "unset-environment", INVENTORY_VARIABLE], check=False)
+
+
+def test_a_vllm_in_sleep_mode_is_put_to_sleep_for_room_and_woken_on_demand(
+    tmp_path: Path, provisioned: Provisioned, user_manager: UserManager
+) -> None:
+    """vLLM's sleep mode through the router (the vLLM stand-in behind vLLM's command line, on a
+    described 24 GiB GPU that holds it and a llama-server): a request for the llama-server's
+    other model puts the vLLM to sleep to make room; a request for the vLLM's model wakes it,
+    the same process, no restart."""
+    from llmctl.router.main import INVENTORY_VARIABLE  # noqa: PLC0415
+    from tests.integration.test_switch_vllm import Stack as VllmStack  # noqa: PLC0415
+
+    stack = VllmStack(tmp_path, provisioned)
+    gateway_port = free_port()
+    data = yaml.safe_load(stack.config.read_text())
+    data["gateway"] = {"command": str(provisioned.litellm), "port": gateway_port, "on_demand": True,
+                       "router_port": free_port()}  # fmt: skip
+    data["supervisor"] = {"enabled": False}
+    stack.config.write_text(yaml.safe_dump(data))
+    stack.describe_gpu()
+    manager = ["systemctl", "--user"]
+    subprocess.run([*manager, "set-environment", f"{INVENTORY_VARIABLE}={stack.inventory}"], check=True)
+    try:
+        with stack_up(stack.run, user_manager), httpx.Client() as client:
+            key = stack.run("gateway", "key").stdout.strip()
+
+            def chat(name: str) -> httpx.Response:
+                return client.post(
+                    f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+                    timeout=120,
+                )
+
+            vllm_pid = stack.main_pid("big")
+            beta = chat("beta")
+            assert beta.status_code == 200, beta.text
+            assert beta.json()["model"] == "beta"
+            assert stack.asleep()  # made room by sleeping, not stopping
+            qwen = chat("qwen")
+            assert qwen.status_code == 200, qwen.text
+            assert not stack.asleep()
+            assert stack.main_pid("big") == vllm_pid  # woken, not restarted
+    finally:
+        subprocess.run([*manager, "unset-environment", INVENTORY_VARIABLE], check=False)

@@ -375,3 +375,26 @@ def test_a_failed_idle_unload_is_an_event_and_the_model_counts_as_unloaded() -> 
         assert scheduler.slots["native"].loaded is None  # a request loads it again, checking memory
 
     asyncio.run(go())
+
+
+def test_a_backend_the_plan_put_to_sleep_is_forgotten_too() -> None:
+    """A vLLM put to sleep for room is not among the stopped units, yet serves nothing: a
+    request for its model must wait for a load (which wakes it), not be sent to it asleep."""
+
+    async def go() -> None:
+        class Sleeper(FakeLoader):
+            async def load(
+                self, backend: str, model: str, *, evict: Sequence[str], restore: str | None
+            ) -> LoadOutcome:
+                self.calls.append(("load", backend, model, *evict))
+                return LoadOutcome(loaded=model, seconds=0.0, evicted=())  # slept, not stopped
+
+        loader = Sleeper(victims_of={"beta": ["big"]})
+        scheduler, _ = make(loader, *two_models(), ModelPolicy("qwen", "big", load_timeout=5))
+        scheduler.set_loaded("big", "qwen")
+        (await scheduler.admit("beta")).release()
+        assert scheduler.slots["big"].loaded is None
+        (await scheduler.admit("qwen")).release()
+        assert loader.calls[-1][:3] == ("load", "big", "qwen")
+
+    asyncio.run(go())

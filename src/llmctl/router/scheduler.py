@@ -292,7 +292,8 @@ class Scheduler:
                 for v in victims:
                     if v in self.slots:
                         self.slots[v].draining = False
-            self._forget_victims(outcome.evicted, "switch" if explicit else "demand")
+            # Every backend the plan named was stopped, unloaded or put to sleep: none serves now.
+            self._forget_victims(sorted({*victims, *outcome.evicted}), "switch" if explicit else "demand")
             slot.loaded, slot.loaded_at, slot.loads = outcome.loaded, self.clock(), slot.loads + 1
             self.failures.pop(target, None)
             if old is not None and old != target:
