@@ -179,6 +179,8 @@ def test_recovery_refuses_an_intent_whose_snapshot_is_corrupt_and_keeps_the_reco
     )
     assert error.message.endswith(f"nothing was changed and {record} is kept")
     assert f"`llmctl rollback {first}` would:" in error.details[0]
+    # The file changes alone would not say it: that rollback also starts what the switch stopped.
+    assert error.details[-1] == "  bring back what the interrupted switch touched: llmctl-llama.service"
     assert error.hint is not None and "`llmctl rollback ID` restores another snapshot instead" in error.hint
     assert record.exists() and installed_bytes(paths) == before and systemctl == []
     # A plain rollback cannot get past it either: it recovers first.

@@ -192,7 +192,7 @@ def _require_usable(paths: Paths, intent: transaction.Intent, snapshot_id: str) 
         raise LlmctlError(
             f"an earlier `llmctl {intent.command}` (pid {intent.pid}) stopped at phase {intent.phase}, but "
             f"the snapshot it took cannot be used: {exc.message}; nothing was changed and {record} is kept",
-            details=[*exc.details, *_alternative(paths, snapshot_id)],
+            details=[*exc.details, *_alternative(paths, snapshot_id, intent)],
             hint=f"`llmctl rollback ID` restores another snapshot instead and ends the interrupted "
             f"{intent.command} (llmctl snapshot list shows which are usable).",
         ) from None
@@ -221,19 +221,26 @@ def what_restoring_does(paths: Paths, snapshot: snapshots.Snapshot) -> list[str]
         if change.path.startswith(f"{UNIT_SUBDIR}/"):
             line += f" (it {_UNIT_EFFECT[change.kind]} {change.path.rsplit('/', 1)[-1]})"
         lines.append(line)
-    return lines or ["change nothing: it matches what is installed now"]
+    return lines or ["change no file: they match what is installed now"]
 
 
-def _alternative(paths: Paths, unusable: str) -> list[str]:
-    """What the newest usable snapshot older than `unusable` would restore, for the error."""
+def _alternative(paths: Paths, unusable: str, intent: transaction.Intent | None = None) -> list[str]:
+    """What the newest usable snapshot older than `unusable` would restore, for the error (and
+    what it brings back of what the interrupted command `intent` touched)."""
     older = newest_usable(paths, before=unusable)
     if older is None:
         return ["no older snapshot is usable either"]
     manifest = older.require()
+    touched = (intent.units + intent.wake) if intent else ()
     return [
         f"the newest usable older snapshot is {older.id} ({manifest.created}, {manifest.reason}); "
         f"`llmctl rollback {older.id}` would:",
         *(f"  {line}" for line in what_restoring_does(paths, older)),
+        *(
+            [f"  bring back what the interrupted {intent.command} touched: {', '.join(touched)}"]
+            if intent and touched
+            else []
+        ),
     ]
 
 
