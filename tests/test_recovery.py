@@ -93,6 +93,19 @@ def test_a_plain_rollback_refuses_a_truncated_newest_snapshot_and_names_the_olde
     assert refused(paths, config, "latest").message == error.message
 
 
+def test_a_plain_rollback_undoes_the_users_last_change_not_the_routers_last_load(
+    paths: Paths, systemctl: list[tuple[str, ...]]
+) -> None:
+    """With gateway.on_demand the router snapshots before each load; a plain rollback still
+    means the user's last change: here B (corrupt), so it refuses naming B, not the load."""
+    config, _first, second = two_ups(paths)
+    take(paths, config, T0 + timedelta(seconds=2), command=snapshots.LOAD_COMMAND)
+    manifest = snapshots.snapshots_dir(paths) / second / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:80])
+    assert refused(paths, config).message.startswith(f"the newest snapshot, {second}, is corrupt")
+    assert systemctl == []
+
+
 def test_a_plain_rollback_refuses_a_newest_snapshot_missing_a_file(
     paths: Paths, systemctl: list[tuple[str, ...]]
 ) -> None:

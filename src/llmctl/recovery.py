@@ -264,7 +264,13 @@ def _target(paths: Paths, ref: str | None) -> str:
         target = snapshots.resolve_id(paths, ref)
         snapshots.load(paths, target)  # verify before touching anything
         return target
-    found = snapshots.list_snapshots(paths, verify=True)
+    # The router's snapshots before a load on demand are not changes of the user's: a plain
+    # rollback undoes the user's last `up` or `switch` (and every load since).
+    found = [
+        s
+        for s in snapshots.list_snapshots(paths, verify=True)
+        if s.manifest is None or s.manifest.command != snapshots.LOAD_COMMAND
+    ]
     if not found:
         return snapshots.resolve_id(paths, "latest")  # says there are none yet
     if found[-1].corrupt:
