@@ -101,6 +101,9 @@ def chat(port: int, model: str) -> dict[str, Any]:
 
 def port_bound(port: int) -> bool:
     with socket.socket() as sock:
+        # As a server binds: connections of the stopped server lingering in TIME_WAIT (the
+        # probes close theirs) do not hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
