@@ -1,0 +1,116 @@
+"""As an ordinary user, as on a desktop: `scripts/with-user-manager --as-user NAME` runs the
+manager and this session as NAME, in a cgroup named like a desktop's user@UID.service, with
+journald splitting NAME's lines into its own journal. scripts/test runs this module that way;
+under the root harness (the rest of the suite) it is skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmctl.paths import Paths
+from llmctl.smoke_model import write_smoke_model
+from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up
+from tests.integration.fake_vllm import install_fake_vllm
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() == 0, reason="runs as an ordinary user: scripts/with-user-manager --as-user NAME"
+)
+
+
+def run_llmctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def config(tmp_path: Path, provisioned: Provisioned) -> Path:
+    path = tmp_path / "llmctl.yaml"
+    model = write_smoke_model(tmp_path / "smoke.gguf")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "backends": {
+                    "native": {
+                        "kind": "llama-server",
+                        "command": str(provisioned.llama_server),
+                        "port": free_port(),
+                        "model": "smoke-native",
+                        "gpus": [],
+                    },
+                    # A vLLM (the stand-in: no GPU here) with an API key: llmctl writes keys/big.env.
+                    "big": {
+                        "kind": "vllm",
+                        "command": str(install_fake_vllm(tmp_path)),
+                        "port": free_port(),
+                        "model": "qwen",
+                        "api_key": True,
+                        "gpus": [],
+                    },
+                },
+                "models": {
+                    "smoke-native": {"backend": "native", "source": str(model), "context": 256},
+                    "qwen": {"backend": "big", "source": "Qwen/Qwen2.5-0.5B-Instruct"},
+                },
+                "gateway": {"command": str(provisioned.litellm), "port": free_port()},
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def stack(config: Path, user_manager: UserManager) -> Iterator[Path]:
+    with stack_up(lambda *args: run_llmctl(config, *args), user_manager):
+        yield config
+
+
+def journal_json(*args: str) -> list[dict[str, str]]:
+    out = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "json", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    ).stdout  # fmt: skip
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_up_as_an_ordinary_user_files_modes_and_journal(stack: Path) -> None:
+    uid = os.geteuid()
+    # The harness really made us (and the manager) an ordinary user with our own home.
+    assert uid >= 1000 and Path(os.environ["HOME"]).stat().st_uid == uid
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"]).stat()
+    assert runtime.st_uid == uid and stat.S_IMODE(runtime.st_mode) == 0o700
+
+    # The gateway's key and the vLLM's: the user's, nobody else's.
+    paths = Paths.from_env()
+    for secret in (paths.gateway_env_file, paths.backend_key_file("big")):
+        info = secret.stat()
+        assert info.st_uid == uid and stat.S_IMODE(info.st_mode) == 0o600, (secret, oct(info.st_mode))
+
+    # A desktop's attribution: the backend's lines carry _SYSTEMD_USER_UNIT (and _SYSTEMD_UNIT is
+    # the user manager's user@UID.service), in the user's own journal.
+    entries = journal_json("--user", "-u", "llmctl-native.service")
+    assert entries, "journalctl --user -u llmctl-native found nothing"
+    served = [e for e in entries if e.get("_SYSTEMD_USER_UNIT") == "llmctl-native.service"]
+    assert served, entries[-5:]
+    assert {e["_SYSTEMD_UNIT"] for e in served} == {f"user@{uid}.service"}
+    assert {e["_UID"] for e in served} == {str(uid)}
+    # Nothing of ours sits under the system unit field, where the root harness files it.
+    assert not journal_json("_SYSTEMD_UNIT=llmctl-native.service")
+
+    # llmctl logs shows the backend's own lines (llama-server's start-up, not only systemd's).
+    logs = run_llmctl(stack, "logs", "native", "-n", "300")
+    assert logs.returncode == 0, logs.stderr
+    ours = [line for line in logs.stdout.splitlines() if " llmctl-native[" in line]
+    messages = {str(e.get("MESSAGE", "")) for e in served}
+    assert ours and any(m and m in logs.stdout for m in messages), logs.stdout[-3000:]
