@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from llmctl.config import schema
+from llmctl.config import base, litellm_settings, schema
 
 HEADER = """# Config reference
 
@@ -48,8 +48,19 @@ def _aliases() -> list[tuple[Any, str]]:
         ("Seconds", "seconds (> 0, up to 86400)"),
         ("Threshold", "count (1 to 100)"),
         ("Duration", "duration (seconds, or 90s / 10m / 2h)"),
+        ("SecretRef", "`os.environ/NAME` (NAME set in secrets.env; never the secret)"),
+        ("Count", "count (0 to 1000)"),
+        ("PositiveSeconds", "seconds (> 0, up to 86400)"),
+        ("CallbackName", "callback name (a LiteLLM callback, or module.attribute)"),
+        ("Fallbacks", "list of maps of one model id to a list of model ids"),
     ]
-    return [(getattr(schema, attr), text) for attr, text in named if hasattr(schema, attr)]
+    modules = (schema, base, litellm_settings)
+    return [
+        (getattr(module, attr), text)
+        for attr, text in named
+        for module in modules
+        if hasattr(module, attr) and (module is schema or not hasattr(schema, attr))
+    ]
 
 
 def _bounds(metadata: typing.Iterable[Any]) -> list[str]:
@@ -120,7 +131,8 @@ def _doc(cls: type[BaseModel]) -> str:
 
 
 Row = tuple[str, str, str, str]  # key, type, default, meaning
-LABELS = {"backends": "NAME", "models": "ID"}  # what a map's keys stand for in a path
+# What a map's keys stand for in a path.
+LABELS = {"backends": "NAME", "models": "ID", "model_group_retry_policy": "ID"}
 
 
 @dataclass
@@ -146,7 +158,16 @@ def _kind_of(cls: type[BaseModel]) -> str:
 
 
 def _note(cls: type[BaseModel]) -> str:
-    return " ".join(_doc(cls).split())
+    note = " ".join(_doc(cls).split())
+    # gateway.litellm's sections refuse the keys llmctl owns; the reference says where they went.
+    refused: dict[str, str] = getattr(cls, "REFUSED", {})
+    if refused:
+        by_reason: dict[str, list[str]] = {}
+        for key, why in refused.items():
+            by_reason.setdefault(why, []).append(f"`{key}`")
+        listed = "; ".join(f"{', '.join(keys)}: {why}" for why, keys in by_reason.items())
+        note += f" Refused here, as llmctl's own: {listed}."
+    return note
 
 
 def sections(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+from llmctl.config.litellm_settings import passthrough_problems
 from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.schema import AnyBackend, Config, Kind, is_loopback
 
@@ -218,6 +219,7 @@ def check_config(config: Config) -> list[Problem]:
     return [
         *_check_references(config),
         *_check_fallbacks(config),
+        *passthrough_problems(config.gateway.litellm, config.models, on_demand=config.gateway.on_demand),
         *_check_network(config),
         *_check_supervisor(config),
         *_check_files(config),

@@ -20,23 +20,21 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
+from llmctl.config.base import MODEL_ID_PATTERN, ModelId, Strict
+from llmctl.config.litellm_settings import LiteLLMPassthrough
 from llmctl.kinds import Kind
 
-__all__ = ["Kind"]
+__all__ = ["MODEL_ID_PATTERN", "Kind", "ModelId", "Strict"]
 
 SCHEMA_VERSION = 1
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
-# Model ids are what clients send; they appear in YAML and in argv (as --alias), never as a
-# unit name, so they may hold the characters real model names use (dots, colons, slashes).
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 API_KEY_VARIABLE = "VLLM_API_KEY"  # llmctl.backends.vllm.VllmAdapter.api_key_variable
 
@@ -71,7 +69,6 @@ SafeStr = Annotated[str, AfterValidator(_no_control_characters)]
 NonEmptySafeStr = Annotated[str, AfterValidator(_no_control_characters), AfterValidator(_not_empty)]
 Executable = Annotated[NonEmptySafeStr, AfterValidator(_executable_name)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-ModelId = Annotated[str, StringConstraints(pattern=MODEL_ID_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 GpuRef = (
@@ -117,10 +114,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BackendBase(Strict):
@@ -327,6 +320,11 @@ class Gateway(Strict):
     drain_timeout: Duration = Field(
         default=120.0,
         description="Seconds a server's requests in flight may take to finish before it stops.",
+    )
+    litellm: LiteLLMPassthrough = Field(
+        default_factory=LiteLLMPassthrough,
+        description="LiteLLM's own router_settings, litellm_settings and general_settings, merged "
+        "into gateway.yaml; only the keys listed below, each checked.",
     )
 
     @property

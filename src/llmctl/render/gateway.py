@@ -15,6 +15,7 @@ import yaml
 
 from llmctl import __version__
 from llmctl.backends import adapter_for
+from llmctl.config.litellm_settings import LiteLLMPassthrough
 from llmctl.config.schema import AnyBackend, Config, Model
 from llmctl.gateway_runtime import AUTH_HOOK
 from llmctl.router import model_path
@@ -72,10 +73,18 @@ def gateway_config(
         router["disable_cooldowns"] = True
     if fallbacks:
         router["fallbacks"] = fallbacks
+    passthrough = routed_passthrough(gw.litellm, set(routed))
     return {
         "model_list": model_list,
-        "router_settings": router,
-        "litellm_settings": {"drop_params": True, "request_timeout": gw.timeout},
+        # Passthrough keys come after llmctl's: they never repeat one (llmctl's are refused
+        # there), except the two defaults a passthrough may override (drop_params and
+        # background_health_checks), and in a YAML map the later key is the one LiteLLM reads.
+        "router_settings": {**router, **passthrough["router_settings"]},
+        "litellm_settings": {
+            "drop_params": True,
+            "request_timeout": gw.timeout,
+            **passthrough["litellm_settings"],
+        },
         "general_settings": {
             "master_key": "os.environ/LITELLM_MASTER_KEY",
             # Without a database LiteLLM answers a wrong key 400, and no key or one without
@@ -87,8 +96,36 @@ def gateway_config(
             # /health sends real requests to every model (and loads Ollama's); llmctl probes
             # the backends itself and the gateway through /health/readiness.
             "background_health_checks": False,
+            **passthrough["general_settings"],
         },
     }
+
+
+def routed_passthrough(passthrough: LiteLLMPassthrough, routed: set[str]) -> dict[str, dict[str, Any]]:
+    """gateway.litellm's sections, with model ids filtered to what is routed now, as
+    gateway.fallbacks is: LiteLLM would send a fallback to a model id nobody serves, and with
+    llama.cpp's servers that id could be answered by whatever model is loaded."""
+    sections = passthrough.sections()
+    router = sections["router_settings"]
+    for name in ("context_window_fallbacks", "content_policy_fallbacks"):
+        if name in router:
+            kept = []
+            for item in router.pop(name):
+                for source, targets in item.items():
+                    usable = [t for t in targets if t in routed]
+                    if source in routed and usable:
+                        kept.append({source: usable})
+            if kept:
+                router[name] = kept
+    if "default_fallbacks" in router:
+        usable = [t for t in router.pop("default_fallbacks") if t in routed]
+        if usable:
+            router["default_fallbacks"] = usable
+    if "model_group_retry_policy" in router:
+        policies = {m: p for m, p in router.pop("model_group_retry_policy").items() if m in routed}
+        if policies:
+            router["model_group_retry_policy"] = policies
+    return sections
 
 
 def _params(config: Config, model_id: str, addresses: Mapping[str, tuple[str, int]] | None) -> dict[str, Any]:
