@@ -152,6 +152,14 @@ def _models_in(tp: Any) -> list[type[BaseModel]]:
     return [tp] if isinstance(tp, type) and issubclass(tp, BaseModel) else []
 
 
+def _map_values(tp: Any) -> Any:
+    """The value type of a map field (`dict[K, V]`, also `dict[K, V] | None`), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        maps = [a for a in typing.get_args(tp) if typing.get_origin(a) is dict]
+        tp = maps[0] if len(maps) == 1 else tp
+    return typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
+
+
 def _kind_of(cls: type[BaseModel]) -> str:
     (literal,) = typing.get_args(typing.get_type_hints(cls)["kind"])
     return str(literal.value if isinstance(literal, enum.Enum) else literal)
@@ -180,8 +188,9 @@ def sections(
     for name in only if only is not None else list(cls.model_fields):
         info, tp = cls.model_fields[name], hints[name]
         key = f"{path}.{name}" if path else name
-        is_map = typing.get_origin(tp) is dict
-        inner = _models_in(typing.get_args(tp)[1] if is_map else tp)
+        mapped = _map_values(tp)
+        is_map = mapped is not None
+        inner = _models_in(mapped if is_map else tp)
         here.rows.append((key, type_text(tp), default_text(info), meaning(info, inner[0] if inner else None)))
         child = f"{key}.{LABELS.get(name, 'NAME')}" if is_map else key
         if len(inner) > 1:

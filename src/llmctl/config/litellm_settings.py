@@ -103,6 +103,9 @@ def _secrets_in(value: Any, path: str) -> Iterator[str]:
     """Paths of literal secrets in raw passthrough data (named by place, never by value)."""
     if isinstance(value, dict):
         for key, item in value.items():
+            if isinstance(key, str) and looks_like_a_key(key):
+                yield f"{path}: a key of it looks like a key, which would be written into gateway.yaml"
+                continue
             where = f"{path}.{key}" if path else str(key)
             if isinstance(item, str) and SECRET_NAME.search(str(key)):
                 problem = secret_reference_problem(item)
@@ -129,7 +132,7 @@ CallbackName = Annotated[
 FallbackMap = list[dict[ModelId, list[ModelId]]]
 
 
-class _Section(Strict):
+class PassthroughSection(Strict):
     """A passthrough section: refuses the keys llmctl owns, each with what to use instead."""
 
     REFUSED: ClassVar[dict[str, str]] = {}
@@ -201,7 +204,7 @@ class RoutingStrategyArgs(Strict):
     )
 
 
-class RouterSettings(_Section):
+class RouterSettings(PassthroughSection):
     """LiteLLM's router_settings, merged into gateway.yaml beside what llmctl sets there."""
 
     REFUSED: ClassVar[dict[str, str]] = {
@@ -297,7 +300,7 @@ class S3CallbackParams(Strict):
     s3_aws_session_token: SecretRef | None = Field(default=None, description="os.environ/NAME of the token.")
 
 
-class LitellmSettings(_Section):
+class LitellmSettings(PassthroughSection):
     """LiteLLM's litellm_settings (settings of the litellm module), merged into gateway.yaml."""
 
     REFUSED: ClassVar[dict[str, str]] = {
@@ -356,7 +359,7 @@ class LitellmSettings(_Section):
         return value
 
 
-class GeneralSettings(_Section):
+class GeneralSettings(PassthroughSection):
     """LiteLLM's general_settings (the proxy server's), merged into gateway.yaml."""
 
     REFUSED: ClassVar[dict[str, str]] = {
@@ -407,7 +410,7 @@ class LiteLLMPassthrough(Strict):
         if not isinstance(data, dict):
             return data
         # Keys llmctl owns are left to their section, which refuses them by name.
-        sections: dict[str, type[_Section]] = {
+        sections: dict[str, type[PassthroughSection]] = {
             "router_settings": RouterSettings,
             "litellm_settings": LitellmSettings,
             "general_settings": GeneralSettings,
