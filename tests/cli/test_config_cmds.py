@@ -14,6 +14,7 @@ from llmctl.cli import main
 from llmctl.paths import Paths
 from llmctl.secrets import ensure_backend_key, read_backend_key
 from tests.conftest import minimal_config, write_config
+from tests.gateway_runtime.test_config_check import fake_litellm_venv
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -178,3 +179,63 @@ def test_a_backend_key_is_never_in_render_diff_or_config_show(
     assert "os.environ/LLMCTL_API_KEY_VLLM" in rendered["gateway.yaml"]
     for text in [*rendered.values(), *(out + err for _, out, err in outputs)]:
         assert key not in text
+
+
+# --- gateway.litellm: LiteLLM's own check at validate ------------------------------------------
+
+
+def passthrough_config(tmp_path: Path, command: Path, callbacks: list[str]) -> Path:
+    config = minimal_config()
+    config["gateway"]["command"] = str(command)
+    config["gateway"]["litellm"] = {"litellm_settings": {"callbacks": callbacks}}
+    return write_config(tmp_path / "c.yaml", config)
+
+
+def test_validate_has_litellm_check_a_passthrough(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = passthrough_config(tmp_path, fake_litellm_venv(tmp_path), ["langfuse"])
+    code, out, _ = run(capsys, "--config", str(path), "validate")
+    assert code == 0
+    assert "gateway.litellm: LiteLLM accepts the rendered gateway.yaml (LiteLLM: config OK (2 models))" in out
+    code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
+    assert code == 0
+    assert json.loads(out)["data"]["litellm_check"] == {
+        "outcome": "accepted",
+        "detail": "LiteLLM: config OK (2 models)",
+    }
+
+
+def test_validate_fails_when_litellm_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = passthrough_config(tmp_path, fake_litellm_venv(tmp_path), ["refuse-me"])
+    code, out, err = run(capsys, "--config", str(path), "validate")
+    assert code == 2 and out == ""
+    assert "LiteLLM refuses the gateway.yaml this config renders" in err
+    assert "gateway.litellm: No module named 'refuse-me'" in err
+    code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
+    assert code == 2 and json.loads(out)["error"]["details"] == [
+        "gateway.litellm: No module named 'refuse-me'"
+    ]
+
+
+def test_validate_without_litellm_says_it_did_not_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = passthrough_config(tmp_path, tmp_path / "no" / "litellm", ["langfuse"])
+    code, out, _ = run(capsys, "--config", str(path), "validate")
+    assert code == 0
+    assert "gateway.litellm: not checked by LiteLLM: LiteLLM is not installed" in out
+    assert "llmctl's own checks passed" in out
+    code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
+    assert json.loads(out)["data"]["litellm_check"]["outcome"] == "not-installed"
+
+
+def test_validate_runs_no_litellm_without_a_passthrough(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = minimal_config()
+    config["gateway"]["command"] = str(fake_litellm_venv(tmp_path))
+    path = write_config(tmp_path / "c.yaml", config)
+    code, out, _ = run(capsys, "--config", str(path), "validate")
+    assert code == 0 and "gateway.litellm" not in out
+    code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
+    assert json.loads(out)["data"]["litellm_check"] is None
+    assert not (tmp_path / "record.json").exists(), "the LiteLLM stand-in ran"

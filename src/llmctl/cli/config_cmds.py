@@ -5,12 +5,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_failure, emit_json, json_option, warn
-from llmctl.errors import ExitCode, LlmctlError
+from llmctl.errors import ConfigError, ExitCode, LlmctlError
+
+if TYPE_CHECKING:
+    from llmctl.config.load import LoadedConfig
+    from llmctl.gateway_runtime.config_check import LiteLLMCheck
 
 
 @click.command()
@@ -18,11 +23,15 @@ from llmctl.errors import ExitCode, LlmctlError
 @json_option
 @click.pass_obj
 def validate(app: AppContext, strict: bool, as_json: bool) -> int:
-    """Check the config; exit 2 with every problem named by its YAML path."""
+    """Check the config; exit 2 with every problem named by its YAML path.
+
+    With gateway.litellm set, LiteLLM itself also loads the gateway.yaml the config renders."""
     loaded = app.load(strict=strict)
     warnings = [w.describe() for w in loaded.warnings]
+    check = litellm_check(app, loaded)
     if as_json:
-        emit_json("validate", {"config": str(loaded.path), "valid": True, "warnings": warnings})
+        data = {"config": str(loaded.path), "valid": True, "warnings": warnings}
+        emit_json("validate", data | {"litellm_check": check.as_json() if check else None})
         return 0
     for line in warnings:
         warn(line)
@@ -31,7 +40,32 @@ def validate(app: AppContext, strict: bool, as_json: bool) -> int:
         f"{loaded.path}: valid ({len(config.backends)} backends, {len(config.models)} models"
         f"{', ' + str(len(warnings)) + ' warnings' if warnings else ''})"
     )
+    if check is not None and check.outcome == "accepted":
+        click.echo(f"gateway.litellm: LiteLLM accepts the rendered gateway.yaml ({check.detail})")
+    elif check is not None:
+        click.echo(f"gateway.litellm: not checked by LiteLLM: {check.detail}; llmctl's own checks passed")
     return 0
+
+
+def litellm_check(app: AppContext, loaded: LoadedConfig) -> LiteLLMCheck | None:
+    """LiteLLM's own check of the gateway.yaml `up` would write, when gateway.litellm is set
+    (None otherwise). Raises ConfigError when LiteLLM refuses the file."""
+    config = loaded.config
+    if not (config.gateway.enabled and config.gateway.litellm.is_set()):
+        return None
+    from llmctl.config.checks import resolve_executable  # noqa: PLC0415
+    from llmctl.gateway_runtime.config_check import check_gateway_file  # noqa: PLC0415
+    from llmctl.render.gateway import render_gateway_config  # noqa: PLC0415
+
+    text = render_gateway_config(config, app.serving(loaded))
+    check = check_gateway_file(text, resolve_executable(config.gateway.command))
+    if check.outcome == "refused":
+        raise ConfigError(
+            f"{loaded.path}: LiteLLM refuses the gateway.yaml this config renders",
+            details=[f"gateway.litellm: {check.detail}"],
+            hint="Fix the gateway.litellm setting LiteLLM names; `llmctl render` stages the file to read.",
+        )
+    return check
 
 
 @click.command()
