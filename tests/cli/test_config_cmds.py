@@ -212,7 +212,8 @@ def test_validate_fails_when_litellm_refuses(tmp_path: Path, capsys: pytest.Capt
     assert "gateway.litellm: No module named 'refuse-me'" in err
     code, out, _ = run(capsys, "--config", str(path), "validate", "--json")
     assert code == 2 and json.loads(out)["error"]["details"] == [
-        "gateway.litellm: No module named 'refuse-me'"
+        "gateway.litellm: No module named 'refuse-me'",
+        "gateway.litellm sets: litellm_settings.callbacks",
     ]
 
 

@@ -62,8 +62,12 @@ def litellm_check(app: AppContext, loaded: LoadedConfig) -> LiteLLMCheck | None:
     if check.outcome == "refused":
         raise ConfigError(
             f"{loaded.path}: LiteLLM refuses the gateway.yaml this config renders",
-            details=[f"gateway.litellm: {check.detail}"],
-            hint="Fix the gateway.litellm setting LiteLLM names; `llmctl render` stages the file to read.",
+            details=[
+                f"gateway.litellm: {check.detail}",
+                f"gateway.litellm sets: {', '.join(config.gateway.litellm.set_keys())}",
+            ],
+            hint="Fix the gateway.litellm setting LiteLLM's message is about (an unknown callback "
+            "name reads 'Empty module name'); `llmctl render` stages the file to read.",
         )
     return check
 

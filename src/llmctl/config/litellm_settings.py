@@ -428,6 +428,10 @@ class LiteLLMPassthrough(Strict):
         """Whether any key is set (then `llmctl validate` has LiteLLM check the file)."""
         return any(self.sections().values())
 
+    def set_keys(self) -> list[str]:
+        """`section.key` for every key that is set, for messages."""
+        return [f"{name}.{key}" for name, keys in self.sections().items() for key in keys]
+
     def sections(self) -> dict[str, dict[str, Any]]:
         """{section: its keys that are set}, as LiteLLM reads them."""
         return {
