@@ -8,7 +8,7 @@ import yaml
 
 from llmctl.config.load import parse_config
 from llmctl.config.schema import Config
-from llmctl.render.gateway import render_gateway_config, routed_models
+from llmctl.render.gateway import merge_settings, render_gateway_config, routed_models
 from tests.conftest import dump, minimal_config
 
 SERVING = {"llama": "tiny"}
@@ -102,3 +102,14 @@ def test_references_stay_references() -> None:
     params = {"s3_bucket_name": "logs", "s3_aws_secret_access_key": "os.environ/AWS_SECRET_ACCESS_KEY"}
     text = render_gateway_config(config_with({"litellm_settings": {"s3_callback_params": params}}), SERVING)
     assert "s3_aws_secret_access_key: os.environ/AWS_SECRET_ACCESS_KEY" in text
+
+
+def test_lists_in_both_are_joined_and_other_keys_of_the_passthrough_win() -> None:
+    ours = {"callbacks": ["llmctl_hook"], "drop_params": True, "request_timeout": 600}
+    passed = {"callbacks": ["langfuse", "llmctl_hook"], "drop_params": False, "json_logs": True}
+    assert merge_settings(ours, passed) == {
+        "callbacks": ["llmctl_hook", "langfuse"],
+        "drop_params": False,
+        "request_timeout": 600,
+        "json_logs": True,
+    }

@@ -74,31 +74,41 @@ def gateway_config(
     if fallbacks:
         router["fallbacks"] = fallbacks
     passthrough = routed_passthrough(gw.litellm, set(routed))
+    general: dict[str, Any] = {
+        "master_key": "os.environ/LITELLM_MASTER_KEY",
+        # Without a database LiteLLM answers a wrong key 400, and no key or one without
+        # `Bearer ` 500; llmctl's hook answers them 401 and hands the master key back to
+        # LiteLLM, whose checks then run as without the hook (for custom auth it skips them
+        # unless told). See gateway_runtime/litellm_hooks/llmctl_gateway_auth.py.
+        "custom_auth": AUTH_HOOK,
+        "custom_auth_run_common_checks": True,
+        # /health sends real requests to every model (and loads Ollama's); llmctl probes
+        # the backends itself and the gateway through /health/readiness.
+        "background_health_checks": False,
+    }
     return {
         "model_list": model_list,
-        # Passthrough keys come after llmctl's: they never repeat one (llmctl's are refused
-        # there), except the two defaults a passthrough may override (drop_params and
-        # background_health_checks), and in a YAML map the later key is the one LiteLLM reads.
-        "router_settings": {**router, **passthrough["router_settings"]},
-        "litellm_settings": {
-            "drop_params": True,
-            "request_timeout": gw.timeout,
-            **passthrough["litellm_settings"],
-        },
-        "general_settings": {
-            "master_key": "os.environ/LITELLM_MASTER_KEY",
-            # Without a database LiteLLM answers a wrong key 400, and no key or one without
-            # `Bearer ` 500; llmctl's hook answers them 401 and hands the master key back to
-            # LiteLLM, whose checks then run as without the hook (for custom auth it skips them
-            # unless told). See gateway_runtime/litellm_hooks/llmctl_gateway_auth.py.
-            "custom_auth": AUTH_HOOK,
-            "custom_auth_run_common_checks": True,
-            # /health sends real requests to every model (and loads Ollama's); llmctl probes
-            # the backends itself and the gateway through /health/readiness.
-            "background_health_checks": False,
-            **passthrough["general_settings"],
-        },
+        "router_settings": merge_settings(router, passthrough["router_settings"]),
+        "litellm_settings": merge_settings(
+            {"drop_params": True, "request_timeout": gw.timeout}, passthrough["litellm_settings"]
+        ),
+        "general_settings": merge_settings(general, passthrough["general_settings"]),
     }
+
+
+def merge_settings(ours: dict[str, Any], passed: dict[str, Any]) -> dict[str, Any]:
+    """llmctl's keys of a section, then gateway.litellm's. The passthrough refuses the keys
+    llmctl owns, so a key in both is one of the defaults it may override (drop_params,
+    background_health_checks): its value wins. Lists in both (callbacks, should llmctl ever
+    set some) are joined, llmctl's first, so that neither side drops the other's."""
+    merged = dict(ours)
+    for key, value in passed.items():
+        mine = merged.get(key)
+        if isinstance(mine, list) and isinstance(value, list):
+            merged[key] = mine + [item for item in value if item not in mine]
+        else:
+            merged[key] = value
+    return merged
 
 
 def routed_passthrough(passthrough: LiteLLMPassthrough, routed: set[str]) -> dict[str, dict[str, Any]]:
