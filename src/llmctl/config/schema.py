@@ -291,7 +291,12 @@ class Gateway(Strict):
         default=False, description="Opt-in to bind a host that is not a loopback address."
     )
     routing_strategy: Literal[
-        "simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing"
+        "simple-shuffle",
+        "least-busy",
+        "usage-based-routing",
+        "usage-based-routing-v2",
+        "latency-based-routing",
+        "cost-based-routing",
     ] = Field(default="simple-shuffle", description="LiteLLM's router_settings.routing_strategy.")
     fallbacks: dict[ModelId, list[ModelId]] = Field(
         default_factory=dict,
