@@ -134,6 +134,20 @@ def test_the_refusals_the_issue_names(section: str, key: str, instead: str) -> N
     assert key in message and instead in message, message
 
 
+MISPLACED = [
+    (section, key, where) for section, cls in SECTIONS.items() for key, where in cls.MISPLACED.items()
+]
+
+
+@pytest.mark.parametrize(("section", "key", "where"), MISPLACED, ids=[f"{s}.{k}" for s, k, _ in MISPLACED])
+def test_a_key_in_the_wrong_section_is_sent_to_the_right_one(section: str, key: str, where: str) -> None:
+    [message] = problems({section: {key: 1}})
+    assert f"{key} is read from {where}: use gateway.litellm.{where}.{key}" in message
+    # ...and the right one takes it (or refuses it as llmctl's, never as unknown).
+    target = SECTIONS[where]
+    assert key in target.model_fields or key in target.REFUSED
+
+
 def test_several_owned_keys_are_all_named() -> None:
     [message] = problems({"router_settings": {"fallbacks": [], "num_retries": 3}})
     assert "fallbacks is llmctl's: use gateway.fallbacks" in message

@@ -175,6 +175,10 @@ def _note(cls: type[BaseModel]) -> str:
             by_reason.setdefault(why, []).append(f"`{key}`")
         listed = "; ".join(f"{', '.join(keys)}: {why}" for why, keys in by_reason.items())
         note += f" Refused here, as llmctl's own: {listed}."
+    misplaced: dict[str, str] = getattr(cls, "MISPLACED", {})
+    if misplaced:
+        listed = ", ".join(f"`{key}` ({section})" for key, section in misplaced.items())
+        note += f" Refused here because LiteLLM reads them from another section: {listed}."
     return note
 
 

@@ -16,7 +16,9 @@ ignored by LiteLLM, which only logs a warning for an unknown router setting). Va
 LiteLLM can judge (a callback's name, say) are checked by LiteLLM itself at `llmctl validate`
 (`llmctl.gateway_runtime.config_check`).
 
-Keys llmctl owns are refused, each with the llmctl key to use instead (`REFUSED_*` below):
+Keys llmctl owns are refused, each with the llmctl key to use instead (each section's
+`REFUSED`), and so are keys that LiteLLM reads from another section than the one they are in
+(`MISPLACED`: background_health_checks is a general setting, stream_timeout a router one):
 
 * The model list, the master key, the auth hook, the database: llmctl writes them.
 * Settings that llmctl's gateway keys already set (routing_strategy, fallbacks, num_retries,
@@ -135,13 +137,19 @@ FallbackMap = list[dict[ModelId, list[ModelId]]]
 class PassthroughSection(Strict):
     """A passthrough section: refuses the keys llmctl owns, each with what to use instead."""
 
-    REFUSED: ClassVar[dict[str, str]] = {}
+    REFUSED: ClassVar[dict[str, str]] = {}  # key -> what to use instead
+    MISPLACED: ClassVar[dict[str, str]] = {}  # key -> the section LiteLLM reads it from
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_owned(cls, data: Any) -> Any:
         if isinstance(data, dict):
             owned = [f"{key} is llmctl's: {cls.REFUSED[key]}" for key in data if key in cls.REFUSED]
+            owned += [
+                f"{key} is read from {cls.MISPLACED[key]}: use gateway.litellm.{cls.MISPLACED[key]}.{key}"
+                for key in data
+                if key in cls.MISPLACED
+            ]
             if owned:
                 raise ValueError("; ".join(owned))
         return data
@@ -225,6 +233,11 @@ class RouterSettings(PassthroughSection):
         "cache_responses": CACHE_HINT,
         "cache_kwargs": CACHE_HINT,
         "caching_groups": CACHE_HINT,
+    }
+    MISPLACED: ClassVar[dict[str, str]] = {
+        "background_health_checks": "general_settings",
+        "health_check_interval": "general_settings",
+        "health_check_details": "general_settings",
     }
 
     context_window_fallbacks: Fallbacks | None = Field(
@@ -315,6 +328,14 @@ class LitellmSettings(PassthroughSection):
         "cache": CACHE_HINT,
         "cache_params": CACHE_HINT,
     }
+    MISPLACED: ClassVar[dict[str, str]] = {
+        "stream_timeout": "router_settings",
+        "retry_policy": "router_settings",
+        "allowed_fails_policy": "router_settings",
+        "background_health_checks": "general_settings",
+        "health_check_interval": "general_settings",
+        "max_parallel_requests": "general_settings",
+    }
 
     drop_params: bool | None = Field(
         default=None,
@@ -374,6 +395,12 @@ class GeneralSettings(PassthroughSection):
         "host": "use gateway.host",
         "port": "use gateway.port",
     }
+    MISPLACED: ClassVar[dict[str, str]] = {
+        "stream_timeout": "router_settings",
+        "set_verbose": "litellm_settings",
+        "json_logs": "litellm_settings",
+        "callbacks": "litellm_settings",
+    }
 
     background_health_checks: bool | None = Field(
         default=None,
@@ -417,7 +444,8 @@ class LiteLLMPassthrough(Strict):
         }
         found: list[str] = []
         for name, value in data.items():
-            refused = sections[name].REFUSED if name in sections else {}
+            section = sections.get(name)
+            refused = {**section.REFUSED, **section.MISPLACED} if section is not None else {}
             own = {k: v for k, v in value.items() if k not in refused} if isinstance(value, dict) else value
             found += _secrets_in(own, str(name))
         if found:
