@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from llmctl.config import base, litellm_settings, schema
+from llmctl.config import base, litellm_settings, schema, secret_refs
 
 HEADER = """# Config reference
 
@@ -54,7 +54,7 @@ def _aliases() -> list[tuple[Any, str]]:
         ("CallbackName", "callback name (a LiteLLM callback, or module.attribute)"),
         ("Fallbacks", "list of maps of one model id to a list of model ids"),
     ]
-    modules = (schema, base, litellm_settings)
+    modules = (schema, base, litellm_settings, secret_refs)
     return [
         (getattr(module, attr), text)
         for attr, text in named

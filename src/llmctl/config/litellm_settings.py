@@ -35,7 +35,8 @@ is refused with gateway.on_demand, where every check would load every model).
 
 Secrets never go into gateway.yaml: a key whose name says it holds one (`*_key`, `*password`,
 `*token`, `*secret`, ...) takes only `os.environ/NAME`, NAME set in secrets.env (mode 0600, read
-by the gateway's unit), and any value anywhere in this section that looks like a key is refused.
+by the gateway's unit), and any value anywhere in this section that looks like a key is refused
+(`llmctl.config.secret_refs`), named by its place and never echoed.
 
 Model ids in fallback maps and per-model policies must be in `models:`, and, like
 gateway.fallbacks, are filtered to the models routed now when gateway.yaml is rendered.
@@ -43,7 +44,6 @@ gateway.fallbacks, are filtered to the models routed now when gateway.yaml is re
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -51,81 +51,12 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator, 
 
 from llmctl.config.base import ModelId, Strict
 from llmctl.config.problems import Problem
-from llmctl.secrets import BACKEND_KEY_PREFIX, KEY_VARIABLE
-
-ENV_REFERENCE = re.compile(r"^os\.environ/(?P<name>[A-Za-z_][A-Za-z0-9_]{0,127})$")
-SECRET_NAME = re.compile(r"(key|password|passwd|token|secret|credentials?)$|secret|password|access_key", re.I)
-# Shapes of real keys (OpenAI/Anthropic sk-..., Slack, GitHub, AWS, Google, Hugging Face) ...
-_KEY_PREFIXES = re.compile(
-    r"^(sk|pk|rk)[-_][A-Za-z0-9_-]{12,}$|^(xox[abprs]-|ghp_|gho_|github_pat_|AKIA|ASIA|AIza|hf_)[A-Za-z0-9_-]{12,}$"
-)
-# ... and of a long random token: model ids are long too, but made of short words.
-_TOKEN = re.compile(r"^[A-Za-z0-9+/=_-]{32,}$")
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=]{24,}")
+from llmctl.config.secret_refs import SecretRef, secrets_in
 
 METRICS_HINT = "use gateway.litellm_metrics (llmctl serves LiteLLM's /metrics with it)"
 CACHE_HINT = "use gateway.cache (llmctl renders Redis and the response cache from it)"
 
 
-def secret_reference_problem(value: str) -> str | None:
-    """Why `value` cannot name a secret in gateway.yaml, or None for os.environ/NAME."""
-    match = ENV_REFERENCE.match(value)
-    if match is None:
-        return (
-            "would write a secret into gateway.yaml; put it in secrets.env (mode 0600) as NAME=... "
-            "and write os.environ/NAME here"
-        )
-    name = match["name"]
-    if name == KEY_VARIABLE:
-        return (
-            f"{name} is the gateway's master key, llmctl's own: give this setting its own key in secrets.env"
-        )
-    if name.startswith(BACKEND_KEY_PREFIX):
-        return f"{BACKEND_KEY_PREFIX}* are the keys llmctl generates for backends: use a name of your own"
-    return None
-
-
-def _secret_reference(value: str) -> str:
-    problem = secret_reference_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def looks_like_a_key(value: str) -> bool:
-    if _KEY_PREFIXES.match(value):
-        return True
-    if not _TOKEN.match(value):
-        return False
-    run = _TOKEN_RUN.search(value)
-    return run is not None and any(c.isdigit() for c in run[0]) and any(c.isalpha() for c in run[0])
-
-
-def _secrets_in(value: Any, path: str) -> Iterator[str]:
-    """Paths of literal secrets in raw passthrough data (named by place, never by value)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and looks_like_a_key(key):
-                yield f"{path}: a key of it looks like a key, which would be written into gateway.yaml"
-                continue
-            where = f"{path}.{key}" if path else str(key)
-            if isinstance(item, str) and SECRET_NAME.search(str(key)):
-                problem = secret_reference_problem(item)
-                if problem:
-                    yield f"{where}: {problem}"
-                    continue
-            yield from _secrets_in(item, where)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _secrets_in(item, f"{path}[{i}]")
-    elif isinstance(value, str) and not ENV_REFERENCE.match(value) and looks_like_a_key(value):
-        yield (
-            f"{path}: looks like a key, which would be written into gateway.yaml; put it in "
-            "secrets.env (mode 0600) and write os.environ/NAME"
-        )
-
-
-SecretRef = Annotated[str, StringConstraints(pattern=r"^os\.environ/"), AfterValidator(_secret_reference)]
 Count = Annotated[int, Field(ge=0, le=1000)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 CallbackName = Annotated[
@@ -447,7 +378,7 @@ class LiteLLMPassthrough(Strict):
             section = sections.get(name)
             refused = {**section.REFUSED, **section.MISPLACED} if section is not None else {}
             own = {k: v for k, v in value.items() if k not in refused} if isinstance(value, dict) else value
-            found += _secrets_in(own, str(name))
+            found += secrets_in(own, str(name))
         if found:
             raise ValueError("; ".join(found))
         return data
