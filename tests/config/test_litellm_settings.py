@@ -95,7 +95,7 @@ REFUSALS = [(section, key, why) for section, cls in SECTIONS.items() for key, wh
 def test_each_key_llmctl_owns_is_refused_with_what_to_use(section: str, key: str, why: str) -> None:
     # A plausible value of the right shape: the refusal is about the key, never the value.
     [message] = problems({section: {key: "os.environ/SOME_VALUE"}})
-    assert message.startswith(f"gateway.litellm.{section} (line "), message
+    assert message.startswith(f"gateway.litellm.{section}.{key} (line "), message
     assert f"{key} is llmctl's: {why}" in message
     # Each reason names the llmctl key (gateway.*, models:) or what llmctl does instead.
     assert re.search(r"gateway\.[a-z_]+|models:|llmctl (generates|runs|sets)|llmctl's own|auth hook", why), (
@@ -149,6 +149,9 @@ def test_a_key_in_the_wrong_section_is_sent_to_the_right_one(section: str, key: 
 
 def test_several_owned_keys_are_all_named() -> None:
     [message] = problems({"router_settings": {"fallbacks": [], "num_retries": 3}})
+    text = dump(config_with({"router_settings": {"fallbacks": [], "num_retries": 3}}))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "fallbacks: []" in row)
+    assert message.startswith(f"gateway.litellm.router_settings.fallbacks (line {line}): ")
     assert "fallbacks is llmctl's: use gateway.fallbacks" in message
     assert "num_retries is llmctl's: use gateway.num_retries" in message
 
@@ -201,7 +204,11 @@ def test_a_fallback_map_item_maps_one_model() -> None:
 def test_a_secret_field_takes_only_a_reference_and_the_secret_is_never_echoed() -> None:
     params = {"s3_bucket_name": "logs", "s3_aws_secret_access_key": "hunter2-not-a-reference"}
     [message] = problems({"litellm_settings": {"s3_callback_params": params}})
-    assert "litellm_settings.s3_callback_params.s3_aws_secret_access_key" in message
+    # At the key's own line, as every other problem.
+    text = dump(config_with({"litellm_settings": {"s3_callback_params": params}}))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "s3_aws_secret_access_key" in row)
+    where = "gateway.litellm.litellm_settings.s3_callback_params.s3_aws_secret_access_key"
+    assert message.startswith(f"{where} (line {line}): ")
     assert "secrets.env" in message and "os.environ/NAME" in message
     assert "hunter2" not in message
 

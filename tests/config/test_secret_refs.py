@@ -36,6 +36,10 @@ def test_secrets_are_found_by_place_in_nested_settings() -> None:
         "a": {"api_key": "literal-secret", "token": "os.environ/TOKEN", "max_tokens": 5},
         "b": [{"nested_password": "x"}, "sk-abcdefghijklmnopqrstu"],
     }
-    found = list(secrets_in(data, "root"))
-    assert [f.split(":", 1)[0] for f in found] == ["root.a.api_key", "root.b[0].nested_password", "root.b[1]"]
-    assert not any("literal-secret" in f or "sk-abcdef" in f for f in found)
+    found = list(secrets_in(data, ("root",)))
+    assert [at for at, _ in found] == [
+        ("root", "a", "api_key"),
+        ("root", "b", 0, "nested_password"),
+        ("root", "b", 1),
+    ]
+    assert not any("literal-secret" in why or "sk-abcdef" in why for _, why in found)

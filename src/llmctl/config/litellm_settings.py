@@ -49,8 +49,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
-from llmctl.config.base import ModelId, Strict
-from llmctl.config.problems import Problem
+from llmctl.config.base import ModelId, Strict, error_at
+from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.secret_refs import SecretRef, secrets_in
 
 METRICS_HINT = "use gateway.litellm_metrics (llmctl serves LiteLLM's /metrics with it)"
@@ -75,14 +75,19 @@ class PassthroughSection(Strict):
     @classmethod
     def _refuse_owned(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            owned = [f"{key} is llmctl's: {cls.REFUSED[key]}" for key in data if key in cls.REFUSED]
+            owned = [(key, f"{key} is llmctl's: {cls.REFUSED[key]}") for key in data if key in cls.REFUSED]
             owned += [
-                f"{key} is read from {cls.MISPLACED[key]}: use gateway.litellm.{cls.MISPLACED[key]}.{key}"
+                (
+                    key,
+                    f"{key} is read from {cls.MISPLACED[key]}: "
+                    f"use gateway.litellm.{cls.MISPLACED[key]}.{key}",
+                )
                 for key in data
                 if key in cls.MISPLACED
             ]
             if owned:
-                raise ValueError("; ".join(owned))
+                # Reported at the first such key's line; the message names each of them.
+                raise error_at((owned[0][0],), "; ".join(message for _, message in owned))
         return data
 
 
@@ -373,14 +378,17 @@ class LiteLLMPassthrough(Strict):
             "litellm_settings": LitellmSettings,
             "general_settings": GeneralSettings,
         }
-        found: list[str] = []
+        found: list[tuple[Loc, str]] = []
         for name, value in data.items():
             section = sections.get(name)
             refused = {**section.REFUSED, **section.MISPLACED} if section is not None else {}
             own = {k: v for k, v in value.items() if k not in refused} if isinstance(value, dict) else value
-            found += secrets_in(own, str(name))
+            found += secrets_in(own, (str(name),))
+        if len(found) == 1:
+            raise error_at(*found[0])
         if found:
-            raise ValueError("; ".join(found))
+            # At the first one's line; the message names each by its path below gateway.litellm.
+            raise error_at(found[0][0], "; ".join(f"{format_loc(at)}: {message}" for at, message in found))
         return data
 
     def is_set(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from llmctl.config.base import AT_ERROR
 from llmctl.config.checks import check_config
 from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.schema import (
@@ -127,6 +128,10 @@ def _describe(err: Any, positions: dict[Loc, int]) -> str:
     line = positions.get(loc)
     where = format_loc(loc) + (f" (line {line})" if line else "")
     kind = err["type"]
+    if kind == AT_ERROR:
+        loc = (*loc, *err["ctx"]["at"])
+        line = positions.get(loc)
+        return f"{format_loc(loc)}{f' (line {line})' if line else ''}: {err['ctx']['message']}"
     if kind == "extra_forbidden":
         key = str(raw_loc[-1])
         other_kinds = _kinds_with(key, raw_loc)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StringConstraints
 
+from llmctl.config.problems import Loc
 from llmctl.secrets import BACKEND_KEY_PREFIX, KEY_VARIABLE
 
 ENV_REFERENCE = re.compile(r"^os\.environ/(?P<name>[A-Za-z_][A-Za-z0-9_]{0,127})$")
@@ -61,27 +62,30 @@ def looks_like_a_key(value: str) -> bool:
     return run is not None and any(c.isdigit() for c in run[0]) and any(c.isalpha() for c in run[0])
 
 
-def secrets_in(value: Any, path: str) -> Iterator[str]:
-    """Paths of literal secrets in raw passthrough data (named by place, never by value)."""
+def secrets_in(value: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    """(place, why) of each literal secret in raw settings: named by place, never by value."""
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and looks_like_a_key(key):
-                yield f"{path}: a key of it looks like a key, which would be written into gateway.yaml"
+                yield path, "a key of this map looks like a key, which would be written into gateway.yaml"
                 continue
-            where = f"{path}.{key}" if path else str(key)
+            where = (*path, str(key))
             if isinstance(item, str) and SECRET_NAME.search(str(key)):
                 problem = secret_reference_problem(item)
                 if problem:
-                    yield f"{where}: {problem}"
+                    yield where, problem
                     continue
             yield from secrets_in(item, where)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from secrets_in(item, f"{path}[{i}]")
+            yield from secrets_in(item, (*path, i))
     elif isinstance(value, str) and not ENV_REFERENCE.match(value) and looks_like_a_key(value):
         yield (
-            f"{path}: looks like a key, which would be written into gateway.yaml; put it in "
-            "secrets.env (mode 0600) and write os.environ/NAME"
+            path,
+            (
+                "looks like a key, which would be written into gateway.yaml; put it in secrets.env "
+                "(mode 0600) and write os.environ/NAME"
+            ),
         )
 
 
