@@ -28,13 +28,15 @@ from llmctl.readiness import poll_interval, probe_once
 from llmctl.render.units import (
     GATEWAY_FILE,
     GATEWAY_UNIT,
+    REDIS_CONF_FILE,
+    REDIS_UNIT,
     TARGET,
     UNIT_SUBDIR,
     RenderedStack,
     keyed_backends,
     unit_name,
 )
-from llmctl.secrets import ensure_backend_key, ensure_gateway_key
+from llmctl.secrets import ensure_backend_key, ensure_gateway_key, ensure_redis_password
 from llmctl.signatures import match_lines
 from llmctl.stack import StackUnit, select, stack_units
 from llmctl.state import applied_config_file, record_applied
@@ -59,6 +61,7 @@ class UpResult:
     files: list[FileChange] = field(default_factory=list)
     gateway_key_created: bool = False
     backend_keys_created: list[str] = field(default_factory=list)  # backend names
+    redis_password_created: bool = False  # gateway.cache: a new password (redis.env)
     snapshot: str | None = None  # taken before changing anything
 
 
@@ -315,6 +318,7 @@ def up(
             if any(u.is_gateway for u in chosen):
                 result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
             result.backend_keys_created = ensure_backend_keys(loaded.config, paths)
+            result.redis_password_created = ensure_redis(loaded.config, paths)
             apply_changes(changes, paths.config_home)
             # Before anything starts: the supervisor reads the applied config when it starts.
             record_applied(paths.state_dir, loaded.text)
@@ -322,11 +326,7 @@ def up(
                 intent = transaction.advance(paths.state_dir, intent, "files-written")
             if result.files:
                 systemd.daemon_reload()
-            # A new key reaches a running server and the gateway only through a restart.
-            new_keys = {f"{UNIT_SUBDIR}/{unit_name(n)}" for n in result.backend_keys_created}
-            if new_keys:
-                new_keys.add(f"{UNIT_SUBDIR}/{GATEWAY_UNIT}")
-            changed = {c.path for c in result.files} | new_keys
+            changed = _to_restart(result)
             result.outcomes.extend(converge(chosen, changed, timeout=timeout, progress=progress))
             if not names:
                 # Marks the target active, so stopping it by hand stops the stack (PartOf=).
@@ -344,6 +344,22 @@ def up(
     return result
 
 
+def _to_restart(result: UpResult) -> set[str]:
+    """The paths `converge` treats as changed: the files installed, plus the unit files of
+    what must restart although its unit is the same."""
+    # A new key reaches a running server and the gateway only through a restart.
+    new_keys = {f"{UNIT_SUBDIR}/{unit_name(n)}" for n in result.backend_keys_created}
+    if result.redis_password_created:
+        new_keys.add(f"{UNIT_SUBDIR}/{REDIS_UNIT}")
+    if new_keys:
+        new_keys.add(f"{UNIT_SUBDIR}/{GATEWAY_UNIT}")
+    changed = {c.path for c in result.files} | new_keys
+    if REDIS_CONF_FILE in changed:
+        # Redis reads its config only when it starts (its unit file may be unchanged).
+        changed.add(f"{UNIT_SUBDIR}/{REDIS_UNIT}")
+    return changed
+
+
 def ensure_backend_keys(config: Config, paths: Paths) -> list[str]:
     """Create the key file of each backend started with an API key (`api_key: true`) that has
     none yet; returns their names."""
@@ -354,6 +370,15 @@ def ensure_backend_keys(config: Config, paths: Paths) -> list[str]:
         if ensure_backend_key(paths.backend_key_file(name), name, variable):
             created.append(name)
     return created
+
+
+def ensure_redis(config: Config, paths: Paths) -> bool:
+    """gateway.cache: Redis's data directory (0700) and its password, in redis.env and in the
+    include redis.conf names; returns True when the password is new."""
+    if not config.gateway.enabled or config.gateway.cache is None:
+        return False
+    paths.redis_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return ensure_redis_password(paths.redis_env_file, paths.redis_auth_file)
 
 
 @dataclass(frozen=True)

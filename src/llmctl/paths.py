@@ -74,6 +74,26 @@ class Paths:
         """The backend's unit and the gateway's read it via EnvironmentFile=; never copied."""
         return self.backend_keys_dir / f"{backend}.env"
 
+    @property
+    def redis_conf_file(self) -> Path:
+        """Redis's config (gateway.cache), rendered like gateway.yaml; it holds no secret."""
+        return self.llmctl_config_dir / "redis.conf"
+
+    @property
+    def redis_env_file(self) -> Path:
+        """The Redis password as LLMCTL_REDIS_PASSWORD=, mode 0600: the gateway's unit reads it."""
+        return self.llmctl_config_dir / "redis.env"
+
+    @property
+    def redis_auth_file(self) -> Path:
+        """The same password as `requirepass`, mode 0600: redis.conf includes it. Never copied."""
+        return self.llmctl_config_dir / "redis-auth.conf"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        """Redis's working directory (its cache.rdb), mode 0700."""
+        return self.state_dir / "redis"
+
     def resolve_config_file(self, explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
         """--config PATH, else $LLMCTL_CONFIG, else $XDG_CONFIG_HOME/llmctl/llmctl.yaml."""
         env = os.environ if env is None else env

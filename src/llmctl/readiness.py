@@ -25,6 +25,7 @@ from llmctl.backends.gateway import probe_gateway
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 from llmctl.procs import process_state
+from llmctl.render.names import REDIS_KIND
 
 if TYPE_CHECKING:
     from llmctl.backends.http import HttpClient
@@ -53,7 +54,20 @@ class ReadyResult:
 def probe_once(client: HttpClient, kind: str, url: str, model: str | None) -> Probe:
     if kind == GATEWAY_KIND:
         return probe_gateway(client, url)
+    if kind == REDIS_KIND:
+        return _probe_redis(url)
     return adapter_for(Kind(kind)).probe(client, url, model)
+
+
+def _probe_redis(url: str) -> Probe:
+    """The gateway's Redis speaks RESP, not HTTP: its StackUnit's url gives only host and port."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from llmctl.backends.redis_cache import probe_installed  # noqa: PLC0415
+    from llmctl.paths import Paths  # noqa: PLC0415
+
+    parts = urlsplit(url)
+    return probe_installed(parts.hostname or "127.0.0.1", parts.port or 6380, Paths.from_env().redis_env_file)
 
 
 def process_alive(pid: int) -> bool:

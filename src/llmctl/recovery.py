@@ -24,7 +24,7 @@ from llmctl.errors import LlmctlError
 from llmctl.install import ChangeKind
 from llmctl.lifecycle import Progress, UnitOutcome, converge
 from llmctl.paths import Paths
-from llmctl.render.units import GATEWAY_FILE, UNIT_SUBDIR
+from llmctl.render.units import GATEWAY_FILE, REDIS_CONF_FILE, REDIS_UNIT, UNIT_SUBDIR
 from llmctl.snapshots.manifest import CONFIG_KEY
 from llmctl.stack import stack_from_installed
 from llmctl.state import record_applied
@@ -57,6 +57,8 @@ def restore(
     snapshot = snapshots.load(paths, snapshot_id)
     plan = snapshots.restore_plan(paths, snapshot, include_config=include_config)
     changed = {c.path for c in plan if c.kind is not ChangeKind.UNCHANGED}
+    if REDIS_CONF_FILE in changed:
+        changed.add(f"{UNIT_SUBDIR}/{REDIS_UNIT}")  # Redis reads its config only when it starts
     gone = [
         c.path.rsplit("/", 1)[-1]
         for c in plan

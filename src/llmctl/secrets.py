@@ -158,3 +158,61 @@ def installed_backend_keys(paths: Paths) -> dict[str, str]:
         except (LlmctlError, OSError):
             continue
     return out
+
+
+# --- the Redis password (gateway.cache) -------------------------------------------------------
+#
+# One password in two 0600 files, because its two readers speak different syntaxes: redis.env
+# (LLMCTL_REDIS_PASSWORD=..., the gateway's EnvironmentFile=; gateway.yaml says
+# `password: os.environ/LLMCTL_REDIS_PASSWORD`) is where it is kept, and redis-auth.conf
+# (`requirepass ...`) is written from it for redis.conf's `include`. redis.conf itself holds no
+# secret, so it can be rendered, diffed and snapshotted like gateway.yaml. Not REDIS_PASSWORD:
+# LiteLLM reads REDIS_* variables as settings of every Redis client it makes.
+
+REDIS_PASSWORD_VARIABLE = "LLMCTL_REDIS_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+
+def ensure_redis_password(env_file: Path, auth_file: Path) -> bool:
+    """Create the password if missing (returns True then), and the include Redis reads from
+    it; refuse a file others can read. A new password reaches Redis and LiteLLM only through a
+    restart of both, which `up` does when this returns True."""
+    created = False
+    if env_file.exists():
+        _refuse_shared(env_file, "the Redis password")
+    else:
+        password = secrets.token_urlsafe(32)
+        atomic_write(
+            env_file,
+            "# llmctl: the password of llmctl-redis.service (mode 0600), for the gateway's cache.\n"
+            "# For a new one: delete this file, `llmctl up` (it restarts Redis and the gateway).\n"
+            f"{REDIS_PASSWORD_VARIABLE}={password}\n",
+            mode=0o600,
+        )
+        created = True
+    wanted = (
+        "# llmctl: written from redis.env for redis.conf's include (mode 0600); do not edit.\n"
+        f"requirepass {read_redis_password(env_file)}\n"
+    )
+    try:
+        current = auth_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = None
+    if current != wanted or stat.S_IMODE(auth_file.stat().st_mode) & 0o077:
+        atomic_write(auth_file, wanted, mode=0o600)
+    return created
+
+
+def read_redis_password(env_file: Path) -> str:
+    try:
+        value = _assignments(env_file).get(REDIS_PASSWORD_VARIABLE, "")
+    except FileNotFoundError:
+        raise LlmctlError(
+            f"no Redis password yet ({env_file})", hint="`llmctl up` creates it when gateway.cache is set."
+        ) from None
+    # Redis's config syntax would split a password at a space or a quote.
+    if not value or any(c.isspace() or c in "\"'\\" for c in value):
+        raise LlmctlError(
+            f"{env_file} has no usable {REDIS_PASSWORD_VARIABLE}=... line",
+            hint="Delete it; `llmctl up` writes a new one.",
+        )
+    return value

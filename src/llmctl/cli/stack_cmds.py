@@ -77,6 +77,8 @@ def up(
         click.echo(f"created the gateway key in {app.paths.gateway_env_file} (llmctl gateway key prints it)")
     for name in result.backend_keys_created:
         click.echo(f"created the API key of backend {name} in {app.paths.backend_key_file(name)}")
+    if result.redis_password_created:
+        click.echo(f"created the password of the gateway's Redis in {app.paths.redis_env_file}")
     for outcome in result.outcomes:
         timing = f" in {outcome.seconds:.1f}s" if outcome.action in ("started", "restarted") else ""
         click.echo(f"{outcome.unit}: {outcome.action}{timing}")

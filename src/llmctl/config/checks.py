@@ -154,6 +154,8 @@ def _check_network(config: Config) -> Iterator[Problem]:
         if config.gateway.on_demand:
             # The router listens on loopback beside the gateway (default: the next port).
             listeners.append((("gateway", "router_port"), config.gateway.router_listen_port))
+        if config.gateway.cache is not None:
+            listeners.append((("gateway", "cache", "port"), config.gateway.cache.port))
     metrics = config.supervisor.metrics
     if config.supervisor.enabled and metrics.enabled:
         listeners.append((("supervisor", "metrics", "port"), metrics.port))
@@ -185,7 +187,7 @@ def _check_supervisor(config: Config) -> Iterator[Problem]:
                 ("supervisor", "backends", name),
                 f"unknown backend '{name}'; {_suggest(name, list(config.backends))}",
             )
-    for name in ("gateway", "supervisor"):
+    for name in ("gateway", "supervisor", "redis"):
         if name in config.backends:
             yield Problem(("backends", name), f"'{name}' is reserved (llmctl-{name}.service is llmctl's own)")
 
@@ -197,6 +199,15 @@ def _check_files(config: Config) -> Iterator[Problem]:
         yield Problem(
             ("gateway", "command"),
             f"executable '{config.gateway.command}' not found",
+            "warning",
+        )
+    cache = config.gateway.cache
+    if cache is not None and not config.gateway.enabled:
+        yield Problem(("gateway", "cache"), "has no effect: the gateway is disabled", "warning")
+    elif cache is not None and resolve_executable(cache.command) is None:
+        yield Problem(
+            ("gateway", "cache", "command"),
+            f"executable '{cache.command}' not found (Debian: apt-get install redis-server)",
             "warning",
         )
     for mid, model in config.models.items():

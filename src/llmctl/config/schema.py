@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,9 @@ from pydantic import (
 from llmctl.config.base import MODEL_ID_PATTERN, ModelId, Strict
 from llmctl.config.litellm_settings import LiteLLMPassthrough
 from llmctl.kinds import Kind
+
+if TYPE_CHECKING:
+    from llmctl.config.cache import GatewayCache
 
 __all__ = ["MODEL_ID_PATTERN", "Kind", "ModelId", "Strict"]
 
@@ -331,6 +334,10 @@ class Gateway(Strict):
         description="LiteLLM's own router_settings, litellm_settings and general_settings, merged "
         "into gateway.yaml; only the keys listed below, each checked.",
     )
+    cache: GatewayCache | None = Field(
+        default=None,
+        description="A response cache in Redis, run by llmctl (llmctl-redis.service); unset: no cache.",
+    )
 
     @property
     def router_listen_port(self) -> int:
@@ -474,3 +481,11 @@ def backend_class(kind: Any) -> type[BackendBase] | None:
         Kind.OLLAMA: OllamaBackend,
     }
     return classes.get(kind)
+
+
+# gateway.cache lives in its own module, which builds on the types above: imported last, then
+# the models that refer to it are completed.
+from llmctl.config.cache import GatewayCache  # noqa: E402
+
+Gateway.model_rebuild()
+Config.model_rebuild()

@@ -34,6 +34,7 @@ from llmctl.doctor.files import (
     check_disk,
     check_gateway_key,
     check_models,
+    check_redis_password,
 )
 from llmctl.doctor.gpus import GpuFacts, check_gpus, gpu_facts
 from llmctl.doctor.manager import (
@@ -72,6 +73,7 @@ __all__ = [
     "check_linger",
     "check_models",
     "check_ports",
+    "check_redis_password",
     "check_unit_files",
     "check_units_in_step",
     "check_user_manager",
@@ -193,6 +195,11 @@ def run(paths: Paths, config_path: Path, probes: Probes | None = None) -> list[C
         if keyed:  # only when a backend is started with a key: no line to read otherwise
             installed = {n for n in keyed if (paths.unit_dir / unit_name(n)).exists()}
             checks.append(check_backend_keys(paths, keyed, installed=installed))
+        if config.gateway.enabled and config.gateway.cache is not None:
+            from llmctl.render.units import REDIS_UNIT  # noqa: PLC0415
+
+            installed_redis = (paths.unit_dir / REDIS_UNIT).exists()
+            checks.append(check_redis_password(paths, installed=installed_redis))
     return checks
 
 

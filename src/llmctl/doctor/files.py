@@ -207,3 +207,44 @@ def check_backend_keys(paths: Paths, keyed: list[str], *, installed: set[str]) -
     if warned:
         return Check("backend-keys", "warn", "; ".join(warned), fix="llmctl up creates them")
     return Check("backend-keys", "ok", f"{len(details)} key file(s), mode 0600", details=tuple(details))
+
+
+def check_redis_password(paths: Paths, *, installed: bool) -> Check:
+    """gateway.cache: the Redis password in redis.env and in the include Redis reads, both
+    readable by this user only and the same (Redis and the gateway must agree)."""
+    from llmctl.secrets import read_redis_password  # noqa: PLC0415
+
+    env, auth = paths.redis_env_file, paths.redis_auth_file
+    missing = [p for p in (env, auth) if not p.exists()]
+    if missing:
+        what = " and ".join(str(p) for p in missing)
+        if installed:
+            return Check(
+                "redis-password",
+                "fail",
+                f"{what} missing: the installed llmctl-redis.service cannot start, or the gateway "
+                "cannot use it",
+                fix="llmctl up writes them (a new password restarts Redis and the gateway)",
+            )
+        return Check("redis-password", "warn", f"{what} does not exist yet", fix="llmctl up creates it")
+    for path in (env, auth):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            return Check(
+                "redis-password",
+                "fail",
+                f"{path} is readable by others (mode {mode:04o}); it holds the Redis password",
+                fix=f"chmod 600 {path}",
+            )
+    try:
+        password = read_redis_password(env)
+    except LlmctlError as err:
+        return Check("redis-password", "fail", err.message, fix=err.hint)
+    if f"requirepass {password}" not in auth.read_text(encoding="utf-8", errors="replace").splitlines():
+        return Check(
+            "redis-password",
+            "fail",
+            f"{auth} does not hold the password of {env}: Redis and the gateway disagree",
+            fix="llmctl up rewrites it from redis.env (and restarts Redis)",
+        )
+    return Check("redis-password", "ok", f"{env} and {auth} (mode 0600)")

@@ -86,12 +86,17 @@ def gateway_config(
         # the backends itself and the gateway through /health/readiness.
         "background_health_checks": False,
     }
+    litellm_settings: dict[str, Any] = {"drop_params": True, "request_timeout": gw.timeout}
+    if gw.cache is not None:
+        # gateway.litellm refuses cache and cache_params: they come from gateway.cache only.
+        from llmctl.render.redis_conf import cache_params  # noqa: PLC0415
+
+        litellm_settings["cache"] = True
+        litellm_settings["cache_params"] = cache_params(gw.cache)
     return {
         "model_list": model_list,
         "router_settings": merge_settings(router, passthrough["router_settings"]),
-        "litellm_settings": merge_settings(
-            {"drop_params": True, "request_timeout": gw.timeout}, passthrough["litellm_settings"]
-        ),
+        "litellm_settings": merge_settings(litellm_settings, passthrough["litellm_settings"]),
         "general_settings": merge_settings(general, passthrough["general_settings"]),
     }
 

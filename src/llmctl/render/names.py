@@ -14,6 +14,12 @@ SUPERVISOR_UNIT = "llmctl-supervisor.service"
 SUPERVISOR_NAME = "supervisor"
 SUPERVISOR_START_TIMEOUT = 90  # READY=1 after the plan child and the first round of probes
 GATEWAY_START_TIMEOUT = 180  # also systemd's bound for the gateway's ExecReload=
+REDIS_UNIT = "llmctl-redis.service"  # gateway.cache: LiteLLM's response cache
+REDIS_NAME = "redis"
+REDIS_KIND = "redis"
+REDIS_CONF_FILE = "llmctl/redis.conf"  # relative to $XDG_CONFIG_HOME; no secret in it
+# Loading a large cache.rdb back takes a while; an empty one well under a second.
+REDIS_START_TIMEOUT = 90
 
 
 def unit_name(backend: str) -> str:

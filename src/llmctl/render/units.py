@@ -34,6 +34,8 @@ GATEWAY_NAME = names.GATEWAY_NAME
 GATEWAY_SOCKET = names.GATEWAY_SOCKET
 GATEWAY_START_TIMEOUT = names.GATEWAY_START_TIMEOUT
 GATEWAY_UNIT = names.GATEWAY_UNIT
+REDIS_CONF_FILE = names.REDIS_CONF_FILE
+REDIS_UNIT = names.REDIS_UNIT
 SUPERVISOR_NAME = names.SUPERVISOR_NAME
 SUPERVISOR_START_TIMEOUT = names.SUPERVISOR_START_TIMEOUT
 SUPERVISOR_UNIT = names.SUPERVISOR_UNIT
@@ -54,6 +56,10 @@ GATEWAY_RESTART_SEC = 2
 GATEWAY_STOP_TIMEOUT = CHILD_STOP_TIMEOUT + 15
 # The router holds no model: a crashed one should be back before LiteLLM's clients notice.
 ROUTER_RESTART_SEC = 1
+# Redis holds no model either; the gateway skips the cache meanwhile.
+REDIS_RESTART_SEC = 2
+# Its save of the cache to disk on SIGTERM: seconds for a cache of a few GB.
+REDIS_STOP_TIMEOUT = 60
 assert GATEWAY_START_TIMEOUT > RELOAD_WAIT_TIMEOUT, "reload-wait must give up before systemd does"
 
 
@@ -66,7 +72,7 @@ class RenderedStack:
     """Files keyed by their path relative to $XDG_CONFIG_HOME, in start order for units."""
 
     files: dict[str, str]
-    units: list[str]  # unit names in start order: backends, gateway, supervisor (target last)
+    units: list[str]  # unit names in start order: backends, redis, gateway, supervisor (target last)
 
     def unit_path(self, unit: str) -> str:
         return f"{UNIT_SUBDIR}/{unit}"
@@ -248,6 +254,7 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
     backend_variables = sorted(
         {v for n in keyed if (v := adapter_for(config.backends[n].kind).api_key_variable) is not None}
     )
+    cached = gw.cache is not None
     environment = {
         # PRODUCTION: do not load a stray ./.env from the working directory (the home dir).
         "LITELLM_MODE": "PRODUCTION",
@@ -263,7 +270,11 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         description="llmctl gateway (LiteLLM proxy)",
         # Not After= the backends: the socket queues requests whatever starts first, and
         # adding a backend must change only gateway.yaml (a reload), not this unit (a restart).
-        after=escape.unit_word_list([GATEWAY_SOCKET]),
+        # After= its Redis: when both start, LiteLLM finds the cache up. Wants=, not Requires=:
+        # stopping Redis must not stop the gateway.
+        after=escape.unit_word_list([GATEWAY_SOCKET, *([REDIS_UNIT] if cached else [])]),
+        redis_unit=REDIS_UNIT if cached else "",
+        redis_env_file=escape.plain_value(str(options.paths.redis_env_file)) if cached else "",
         exec_start=escape.exec_line(serve),
         exec_reload=escape.exec_line(reload),
         environment=[escape.env_assignment(k, v) for k, v in environment.items()],
@@ -279,6 +290,29 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         restart_sec=GATEWAY_RESTART_SEC,
         start_timeout=GATEWAY_START_TIMEOUT,
         stop_timeout=GATEWAY_STOP_TIMEOUT,
+        start_limit_interval=START_LIMIT_INTERVAL,
+        start_limit_burst=START_LIMIT_BURST,
+    )
+
+
+def _render_redis(config: Config, options: RenderOptions) -> str:
+    """llmctl-redis.service (gateway.cache): Redis on loopback, its config in redis.conf."""
+    cache = config.gateway.cache
+    assert cache is not None
+    server = _executable(cache.command, options.resolve, "gateway.cache.command")
+    return _render(
+        "redis.service.j2",
+        options,
+        unit=REDIS_UNIT,
+        port=cache.port,
+        conf_file=escape.plain_value(str(options.paths.redis_conf_file)),
+        data_dir=escape.plain_value(str(options.paths.redis_data_dir)),
+        description=escape.plain_value(f"llmctl redis (the gateway's cache, 127.0.0.1:{cache.port})"),
+        exec_start=escape.exec_line([server, str(options.paths.redis_conf_file)]),
+        restart_sec=REDIS_RESTART_SEC,
+        start_timeout=names.REDIS_START_TIMEOUT,
+        stop_timeout=REDIS_STOP_TIMEOUT,
+        syslog_identifier=syslog_identifier(REDIS_UNIT),
         start_limit_interval=START_LIMIT_INTERVAL,
         start_limit_burst=START_LIMIT_BURST,
     )
@@ -349,6 +383,15 @@ def render_stack(config: Config, options: RenderOptions) -> RenderedStack:
         files[f"{UNIT_SUBDIR}/{unit}"] = _render_backend(config, name, config.backends[name], options)
         units.append(unit)
     wants = list(units)
+    if config.gateway.enabled and config.gateway.cache is not None:
+        from llmctl.render.redis_conf import render_redis_conf  # noqa: PLC0415
+
+        files[f"{UNIT_SUBDIR}/{REDIS_UNIT}"] = _render_redis(config, options)
+        files[REDIS_CONF_FILE] = render_redis_conf(
+            config.gateway.cache, options.paths, escape.plain_value(str(options.config_path))
+        )
+        units.append(REDIS_UNIT)
+        wants.append(REDIS_UNIT)
     if config.gateway.enabled:
         files[f"{UNIT_SUBDIR}/{GATEWAY_SOCKET}"] = _render_gateway_socket(config, options)
         files[f"{UNIT_SUBDIR}/{GATEWAY_UNIT}"] = _render_gateway(config, options)

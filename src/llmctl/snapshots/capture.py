@@ -23,7 +23,7 @@ from llmctl.fsutil import fsync_dir
 from llmctl.paths import Paths
 from llmctl.snapshots.manifest import (
     CONFIG_KEY,
-    GATEWAY_REL,
+    GENERATED_RELS,
     INSTALLED_PREFIX,
     MANIFEST_NAME,
     STATE_KEY,
@@ -62,7 +62,8 @@ def take(
     config_content: read the config's text from this file instead (the copy of the config
     that produced the installed units), still recorded as config_path.
 
-    Never copies gateway.env, secrets.env or the backends' key files, and refuses outright if
+    Never copies gateway.env, secrets.env, the backends' key files or the Redis password
+    files (redis.conf, which includes one, is copied: it holds none), and refuses outright if
     any copied file holds the value of a secret from them. On a write failure nothing of the
     new snapshot is left and existing snapshots are untouched. Retention keeps the newest
     `keep` unpinned snapshots plus every pinned (and every corrupt) one.
@@ -138,7 +139,7 @@ def _collect(paths: Paths, config_path: Path | None, config_content: Path | None
         wanted.append((CONFIG_KEY, config_content or config_path))
     for rel in installed_llmctl_units(paths.config_home):
         wanted.append((INSTALLED_PREFIX + rel, paths.config_home / rel))
-    wanted.append((INSTALLED_PREFIX + GATEWAY_REL, paths.config_home / GATEWAY_REL))
+    wanted += [(INSTALLED_PREFIX + rel, paths.config_home / rel) for rel in GENERATED_RELS]
     wanted.append((STATE_KEY, state_file(paths.state_dir)))
     sources = []
     for key, path in wanted:
@@ -159,12 +160,13 @@ def _collect(paths: Paths, config_path: Path | None, config_content: Path | None
 
 
 def _secret_files(paths: Paths) -> list[Path]:
-    """gateway.env, secrets.env and the backends' API key files (keys/*.env)."""
+    """gateway.env, secrets.env, the backends' API key files (keys/*.env) and the Redis
+    password (redis.env; redis-auth.conf holds the same value)."""
     try:
         keys = sorted(paths.backend_keys_dir.glob("*.env"))
     except OSError:
         keys = []
-    return [paths.gateway_env_file, paths.secrets_env_file, *keys]
+    return [paths.gateway_env_file, paths.secrets_env_file, *keys, paths.redis_env_file]
 
 
 def _secret_values(paths: Paths) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from llmctl.errors import LlmctlError
 from llmctl.paths import Paths
-from llmctl.snapshots.manifest import CONFIG_KEY, GATEWAY_REL, STATE_KEY
+from llmctl.snapshots.manifest import CONFIG_KEY, GATEWAY_REL, GENERATED_RELS, STATE_KEY
 from llmctl.snapshots.store import Snapshot
 
 CURRENT: Final = "current"
@@ -54,9 +54,10 @@ def current_view(paths: Paths, config_path: Path | None) -> dict[str, str]:
     if config is not None:
         view[CONFIG_KEY] = _text(config)
     view.update(installed_llmctl_units(paths.config_home))
-    gateway = _read(paths.config_home / GATEWAY_REL)
-    if gateway is not None:
-        view[GATEWAY_REL] = _text(gateway)
+    for rel in GENERATED_RELS:
+        generated = _read(paths.config_home / rel)
+        if generated is not None:
+            view[rel] = _text(generated)
     view[ACTIVE_MODELS] = active_models(_read(state_file(paths.state_dir)))
     return view
 

@@ -22,6 +22,9 @@ CONFIG_KEY = "config/llmctl.yaml"
 STATE_KEY = "state/state.json"
 INSTALLED_PREFIX = "installed/"  # + the path relative to $XDG_CONFIG_HOME
 GATEWAY_REL = "llmctl/gateway.yaml"
+REDIS_CONF_REL = "llmctl/redis.conf"  # gateway.cache; its password is in files never copied
+# The files llmctl renders beside the units, copied and restored like them.
+GENERATED_RELS = (GATEWAY_REL, REDIS_CONF_REL)
 UNIT_REL = re.compile(r"systemd/user/llmctl[A-Za-z0-9@._-]*")
 
 # 20261123T153012Z-up, then 20261123T153012Z.2-switch for a second one in the same second.
@@ -72,7 +75,7 @@ def is_allowed_key(key: str) -> bool:
     if not key.startswith(INSTALLED_PREFIX):
         return False
     rel = key.removeprefix(INSTALLED_PREFIX)
-    return rel == GATEWAY_REL or UNIT_REL.fullmatch(rel) is not None
+    return rel in GENERATED_RELS or UNIT_REL.fullmatch(rel) is not None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from llmctl.errors import LlmctlError
 from llmctl.fsutil import atomic_write, fsync_dir
 from llmctl.paths import Paths
-from llmctl.snapshots.manifest import CONFIG_KEY, GATEWAY_REL, STATE_KEY
+from llmctl.snapshots.manifest import CONFIG_KEY, GENERATED_RELS, STATE_KEY
 from llmctl.snapshots.store import Snapshot
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def _items(
     manifest = snapshot.require()
     held = snapshot.installed_keys()
     items = [_Item(rel, paths.config_home / rel, key) for rel, key in held.items()]
-    installed = [*installed_llmctl_units(paths.config_home), GATEWAY_REL]
+    installed = [*installed_llmctl_units(paths.config_home), *GENERATED_RELS]
     items += [_Item(rel, paths.config_home / rel, None) for rel in installed if rel not in held]
     state = state_file(paths.state_dir)
     items.append(_Item(str(state), state, STATE_KEY if snapshot.has(STATE_KEY) else None))
