@@ -1,7 +1,8 @@
 """`gateway.cache`: LiteLLM's response cache in a Redis that llmctl runs (llmctl-redis.service).
 
-Its own module because schema.py is near its size budget. The schema imports this model at
-its end (see there), so these types come from schema.py and are checked the same way.
+Its own module because schema.py is near its size budget. schema.py imports this module at its
+end, and this module completes schema's Gateway and Config once GatewayCache exists (at its
+end), so either can be imported first; the types come from schema.py, checked the same way.
 
 There is no password key on purpose: llmctl generates the password once into a 0600 file
 (`llmctl.secrets.ensure_redis_password`), Redis reads it through an `include` of a second 0600
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from llmctl.config import schema
 from llmctl.config.schema import Duration, Executable, Port, Strict
 
 # 6379 is a system Redis's port (Debian's redis-server.service): keep clear of it.
@@ -73,3 +75,8 @@ class GatewayCache(Strict):
                 "gateway.yaml) and hands it to Redis and LiteLLM itself"
             )
         return data
+
+
+# Gateway.cache names this model; with it defined, the models that hold it can be built.
+schema.Gateway.model_rebuild(_types_namespace={"GatewayCache": GatewayCache})
+schema.Config.model_rebuild(_types_namespace={"GatewayCache": GatewayCache})

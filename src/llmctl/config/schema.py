@@ -483,9 +483,6 @@ def backend_class(kind: Any) -> type[BackendBase] | None:
     return classes.get(kind)
 
 
-# gateway.cache lives in its own module, which builds on the types above: imported last, then
-# the models that refer to it are completed.
-from llmctl.config.cache import GatewayCache  # noqa: E402
-
-Gateway.model_rebuild()
-Config.model_rebuild()
+# gateway.cache lives in its own module, which builds on the types above: imported last. It
+# completes Gateway and Config once its model exists, whichever of the two was imported first.
+from llmctl.config import cache as _cache  # noqa: E402, F401
