@@ -133,3 +133,45 @@ def test_a_stale_active_state_before_the_restart_begins_is_not_taken_for_ready(
     wait_serving(UNIT, 10, object(), None, job=job)
     assert job.finished and looks[-1] is True
     assert looks.count(False) >= 1  # it did look while the job ran, and did not stop there
+
+
+# --- gateway.cache --------------------------------------------------------------------------------
+
+
+def test_a_new_redis_conf_or_password_restarts_redis_and_a_new_password_the_gateway_too() -> None:
+    from llmctl.install import ChangeKind, FileChange  # noqa: PLC0415
+    from llmctl.lifecycle import UpResult, _to_restart  # noqa: PLC0415
+
+    conf = UpResult(files=[FileChange("llmctl/redis.conf", ChangeKind.CHANGED, "a", "b")])
+    assert _to_restart(conf) == {"llmctl/redis.conf", "systemd/user/llmctl-redis.service"}
+    password = UpResult(redis_password_created=True)
+    assert _to_restart(password) == {
+        "systemd/user/llmctl-redis.service",
+        "systemd/user/llmctl-gateway.service",
+    }
+    assert _to_restart(UpResult()) == set()
+
+
+def test_ensure_redis_makes_a_private_data_dir_and_the_password_only_with_a_cache(paths: Paths) -> None:
+    import stat  # noqa: PLC0415
+
+    from llmctl.lifecycle import ensure_redis  # noqa: PLC0415
+
+    plain, _ = parse_config(dump(minimal_config()))
+    assert ensure_redis(plain, paths) is False
+    assert not paths.redis_env_file.exists() and not paths.redis_data_dir.exists()
+    config = minimal_config()
+    config["gateway"]["cache"] = {"type": "redis"}
+    cached, _ = parse_config(dump(config))
+    assert ensure_redis(cached, paths) is True
+    assert ensure_redis(cached, paths) is False
+    assert stat.S_IMODE(paths.redis_data_dir.stat().st_mode) == 0o700
+    assert paths.redis_env_file.exists() and paths.redis_auth_file.exists()
+
+
+def test_redis_is_probed_over_resp_not_http() -> None:
+    from llmctl.readiness import probe_once  # noqa: PLC0415
+    from tests.conftest import free_port  # noqa: PLC0415
+
+    probe = probe_once(object(), "redis", f"http://127.0.0.1:{free_port()}", None)  # type: ignore[arg-type]
+    assert (probe.health, probe.detail) == (Health.DOWN, "connection refused")

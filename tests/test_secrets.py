@@ -14,10 +14,12 @@ from llmctl.render.units import RenderOptions, render_stack
 from llmctl.secrets import (
     ensure_backend_key,
     ensure_gateway_key,
+    ensure_redis_password,
     gateway_variable,
     installed_backend_keys,
     read_backend_key,
     read_gateway_key,
+    read_redis_password,
 )
 from tests.conftest import dump, minimal_config
 
@@ -106,3 +108,47 @@ def test_installed_backend_keys_are_those_of_the_units_that_read_a_key_file(path
     ensure_backend_key(paths.backend_key_file("open"), "open", "VLLM_API_KEY")  # left over: not read
     key = read_backend_key(paths.backend_key_file("keyed"), "VLLM_API_KEY")
     assert installed_backend_keys(paths) == {"http://127.0.0.1:8001": key}
+
+
+# --- the Redis password (gateway.cache) ---------------------------------------------------------
+
+
+def test_the_redis_password_is_generated_once_into_two_owner_only_files(paths: Paths) -> None:
+    env, auth = paths.redis_env_file, paths.redis_auth_file
+    assert ensure_redis_password(env, auth) is True
+    password = read_redis_password(env)
+    assert len(password) >= 40
+    for path in (env, auth):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert f"LLMCTL_REDIS_PASSWORD={password}" in env.read_text().splitlines()
+    assert f"requirepass {password}" in auth.read_text().splitlines()
+    assert ensure_redis_password(env, auth) is False
+    assert read_redis_password(env) == password
+
+
+def test_the_include_follows_redis_env(paths: Paths) -> None:
+    """redis.env is where the password is kept: a lost, stale or shared include is rewritten."""
+    env, auth = paths.redis_env_file, paths.redis_auth_file
+    ensure_redis_password(env, auth)
+    password = read_redis_password(env)
+    auth.unlink()
+    assert ensure_redis_password(env, auth) is False
+    assert f"requirepass {password}" in auth.read_text()
+    auth.write_text("requirepass stale\n")
+    auth.chmod(0o644)
+    ensure_redis_password(env, auth)
+    assert f"requirepass {password}" in auth.read_text() and stat.S_IMODE(auth.stat().st_mode) == 0o600
+
+
+def test_a_shared_or_unusable_redis_env_is_refused(paths: Paths) -> None:
+    env, auth = paths.redis_env_file, paths.redis_auth_file
+    ensure_redis_password(env, auth)
+    env.chmod(0o640)
+    with pytest.raises(LlmctlError, match="readable by others"):
+        ensure_redis_password(env, auth)
+    env.chmod(0o600)
+    env.write_text("LLMCTL_REDIS_PASSWORD=two words\n")
+    with pytest.raises(LlmctlError, match="no usable LLMCTL_REDIS_PASSWORD"):
+        read_redis_password(env)
+    with pytest.raises(LlmctlError, match="no Redis password yet"):
+        read_redis_password(paths.llmctl_config_dir / "missing.env")

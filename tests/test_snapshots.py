@@ -20,10 +20,10 @@ from llmctl.config.load import parse_config
 from llmctl.errors import LlmctlError
 from llmctl.fsutil import atomic_write
 from llmctl.install import GENERATED_MARK, ChangeKind
-from llmctl.lifecycle import ensure_backend_keys
+from llmctl.lifecycle import ensure_backend_keys, ensure_redis
 from llmctl.paths import Paths
 from llmctl.render.units import RenderOptions, render_stack
-from llmctl.secrets import read_backend_key
+from llmctl.secrets import read_backend_key, read_redis_password
 from llmctl.snapshots import capture
 from llmctl.snapshots.manifest import GATEWAY_REL, Manifest, next_id, order_key
 from llmctl.state import save_serving, state_file
@@ -721,3 +721,48 @@ def test_diff_against_what_is_installed_now(paths: Paths) -> None:
         "+++ current/config/llmctl.yaml",
         "@@ -1,15 +1 @@",
     ]
+
+
+# --- gateway.cache: redis.conf is config, its password is a secret ------------------------------
+
+
+def install_cache(paths: Paths) -> tuple[Path, str]:
+    """A config with gateway.cache, its rendered files installed and its password generated."""
+    cached = minimal_config()
+    cached["gateway"]["cache"] = {"type": "redis", "command": "/usr/bin/redis-server"}
+    parsed, _ = parse_config(dump(cached))
+    config = write(paths.default_config_file, dump(cached), 0o600)
+    for rel, text in render_stack(parsed, RenderOptions(config, paths, resolve=Path)).files.items():
+        write(paths.config_home / rel, text)
+    assert ensure_redis(parsed, paths) is True
+    return config, read_redis_password(paths.redis_env_file)
+
+
+def test_redis_conf_is_snapshotted_and_restored_its_password_files_never(paths: Paths) -> None:
+    config, password = install_cache(paths)
+    original = paths.redis_conf_file.read_text()
+    snapshot = take(paths, config)
+    assert snapshot.require().files.keys() >= {
+        "installed/llmctl/redis.conf",
+        "installed/systemd/user/llmctl-redis.service",
+    }
+    stored = [p for p in snapshot.path.rglob("*") if p.is_file()]
+    assert not [p.name for p in stored if p.name in ("redis.env", "redis-auth.conf")]
+    assert all(password.encode() not in p.read_bytes() for p in stored)
+    write(paths.redis_conf_file, original.replace("maxmemory 256mb", "maxmemory 1gb"))
+    changes = {
+        c.path: c.kind for c in snapshots.restore_plan(paths, snapshot) if c.kind != ChangeKind.UNCHANGED
+    }
+    assert changes == {"llmctl/redis.conf": ChangeKind.CHANGED}
+    snapshots.restore_files(paths, snapshot)
+    assert paths.redis_conf_file.read_text() == original
+    assert read_redis_password(paths.redis_env_file) == password  # a restore leaves secrets alone
+
+
+def test_a_file_holding_the_redis_password_is_refused(paths: Paths) -> None:
+    config, password = install_cache(paths)
+    write(paths.redis_conf_file, paths.redis_conf_file.read_text() + f"requirepass {password}\n")
+    with pytest.raises(LlmctlError) as caught:
+        take(paths, config)
+    assert f"contains the value of LLMCTL_REDIS_PASSWORD in {paths.redis_env_file}" in str(caught.value)
+    assert password not in str(caught.value)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llmctl.config.load import parse_config
 from llmctl.errors import ExitCode, LlmctlError
-from llmctl.stack import select, stack_units
+from llmctl.paths import Paths
+from llmctl.render.units import RenderOptions, render_stack
+from llmctl.stack import select, stack_from_installed, stack_units
 from tests.conftest import dump, minimal_config
 
 
@@ -47,3 +51,35 @@ def test_select_unknown_name_suggests() -> None:
     with pytest.raises(LlmctlError, match="no backend or gateway named 'lama'") as info:
         select(stack_units(config), ("lama",))
     assert info.value.exit_code == ExitCode.USAGE and "did you mean 'llama'" in (info.value.hint or "")
+
+
+def test_the_caches_redis_starts_before_the_gateway_and_is_found_in_the_installed_units(
+    tmp_path: Path,
+) -> None:
+    config = minimal_config()
+    config["gateway"]["cache"] = {"type": "redis", "port": 6390, "command": "/usr/bin/redis-server"}
+    parsed, _ = parse_config(dump(config))
+    units = stack_units(parsed)
+    assert [u.unit for u in units] == [
+        "llmctl-llama.service", "llmctl-redis.service", "llmctl-gateway.service", "llmctl-supervisor.service",
+    ]  # fmt: skip
+    redis = units[1]
+    assert (redis.name, redis.kind, redis.host, redis.port, redis.command) == (
+        "redis", "redis", "127.0.0.1", 6390, "/usr/bin/redis-server",
+    )  # fmt: skip
+    assert not redis.ready_when_active and not redis.is_gateway  # probed, and started with the backends
+    assert select(units, ("redis",)) == [redis]
+    for rel, text in render_stack(
+        parsed, RenderOptions(tmp_path / "c.yaml", Paths.from_env(), resolve=Path)
+    ).files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    installed = stack_from_installed(tmp_path)
+    assert [(u.unit, u.kind, u.port) for u in installed if u.kind == "redis"] == [
+        ("llmctl-redis.service", "redis", 6390)
+    ]
+    assert [u.unit for u in installed][:3] == [
+        "llmctl-llama.service",
+        "llmctl-redis.service",
+        "llmctl-gateway.service",
+    ]

@@ -128,3 +128,29 @@ def test_backend_key_files_present_private_or_named(tmp_path: Path) -> None:
     check = files.check_backend_keys(paths, ["big"], installed={"big"})
     assert check.status == "ok" and check.details == (f"big: {key} (mode 0600)",)
     assert "VLLM_API_KEY=x" not in repr(check)  # never the key itself
+
+
+# --- the Redis password (gateway.cache) -----------------------------------------------------------
+
+
+def test_redis_password_files_present_private_and_in_agreement() -> None:
+    from llmctl.paths import Paths  # noqa: PLC0415
+    from llmctl.secrets import ensure_redis_password, read_redis_password  # noqa: PLC0415
+
+    paths = Paths.from_env()
+    check = files.check_redis_password(paths, installed=False)
+    assert (check.status, check.fix) == ("warn", "llmctl up creates it")
+    check = files.check_redis_password(paths, installed=True)
+    assert check.status == "fail" and "cannot start" in check.reason
+    ensure_redis_password(paths.redis_env_file, paths.redis_auth_file)
+    password = read_redis_password(paths.redis_env_file)
+    check = files.check_redis_password(paths, installed=True)
+    assert check.status == "ok" and "(mode 0600)" in check.reason
+    paths.redis_auth_file.chmod(0o644)
+    check = files.check_redis_password(paths, installed=True)
+    assert check.status == "fail" and check.fix == f"chmod 600 {paths.redis_auth_file}"
+    paths.redis_auth_file.chmod(0o600)
+    paths.redis_auth_file.write_text("requirepass something-else\n")
+    check = files.check_redis_password(paths, installed=True)
+    assert check.status == "fail" and "Redis and the gateway disagree" in check.reason
+    assert password not in repr(check)  # never the password itself

@@ -99,3 +99,23 @@ def test_check_as_dict() -> None:
         "fix": "do this",
         "details": ["a"],
     }
+
+
+def test_with_a_cache_redis_is_checked_like_any_unit(tmp_path: Path, paths: Paths) -> None:
+    from tests.conftest import write_executable as executable  # noqa: PLC0415
+
+    server = executable(tmp_path / "bin" / "redis-server")
+    config = good_config(tmp_path)
+    text = config.read_text().replace(
+        "gateway:\n", f"gateway:\n  cache:\n    type: redis\n    port: 6390\n    command: {server}\n", 1
+    )
+    config.write_text(text)
+    taken = {6390}
+    checks = {
+        c.name: c
+        for c in doctor.run(paths, config, fake_probes(port_in_use=lambda host, port: port in taken))
+    }
+    assert [n for n in checks if n not in NAMES] == ["redis-password"]
+    assert checks["redis-password"].status == "warn"  # `up` creates it
+    assert f"redis (redis): {server}, version: 1 (test)" in checks["executables"].details
+    assert checks["ports"].status == "fail" and "redis" in checks["ports"].reason

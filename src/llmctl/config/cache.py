@@ -77,6 +77,9 @@ class GatewayCache(Strict):
         return data
 
 
-# Gateway.cache names this model; with it defined, the models that hold it can be built.
-schema.Gateway.model_rebuild(_types_namespace={"GatewayCache": GatewayCache})
-schema.Config.model_rebuild(_types_namespace={"GatewayCache": GatewayCache})
+# schema.Gateway's annotations name this model, which schema.py cannot import while this module
+# imports schema's types: give schema the name (for pydantic and typing.get_type_hints alike),
+# then build the models that hold it.
+vars(schema)["GatewayCache"] = GatewayCache
+schema.Gateway.model_rebuild()
+schema.Config.model_rebuild()
