@@ -30,7 +30,7 @@ from llmctl.backends.redis_cache import command
 from llmctl.paths import Paths
 from llmctl.secrets import read_redis_password
 from llmctl.smoke_model import write_smoke_model
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
+from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, unavailable
 
 LLMCTL = [sys.executable, "-m", "llmctl"]
 REDIS_UNIT = "llmctl-redis.service"
@@ -39,7 +39,7 @@ _prompts = itertools.count()
 
 
 class CachedStack:
-    def __init__(self, root: Path, provisioned: Provisioned) -> None:
+    def __init__(self, root: Path, provisioned: Provisioned, redis_server: str) -> None:
         model = write_smoke_model(root / "smoke.gguf")
         self.gateway_port = free_port()
         self.redis_port = free_port()
@@ -59,7 +59,7 @@ class CachedStack:
             "gateway": {
                 "command": str(provisioned.litellm),
                 "port": self.gateway_port,
-                "cache": {"type": "redis", "port": self.redis_port, "ttl": "10m"},
+                "cache": {"type": "redis", "command": redis_server, "port": self.redis_port, "ttl": "10m"},
             },
             # Not under test here; one process less on two cores.
             "supervisor": {"enabled": False},
@@ -139,9 +139,11 @@ def main_pid(unit: str) -> int:
 def stack(
     user_manager: UserManager, provisioned: Provisioned, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CachedStack]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (scripts/provision installs it)")
-    the_stack = CachedStack(tmp_path_factory.mktemp("cache"), provisioned)
+    # provision.env names it since scripts/provision installs it; older ones do not.
+    server = provisioned.env.get("LLMCTL_TEST_REDIS_SERVER") or shutil.which("redis-server")
+    if not server:
+        unavailable("redis-server not installed: run scripts/provision (apt-get install redis-server)")
+    the_stack = CachedStack(tmp_path_factory.mktemp("cache"), provisioned, server)
     up = the_stack.run("up")
     assert up.returncode == 0, up.stderr
     assert "created the password of the gateway's Redis" in up.stdout
@@ -158,7 +160,7 @@ def test_status_shows_redis_answering_llmctls_password(stack: CachedStack) -> No
     checks = {c["name"]: c for c in doctor["checks"]}
     assert checks["redis-password"]["status"] == "ok"
     assert any(
-        d.startswith("redis (redis): /usr/bin/redis-server, Redis server v=")
+        d.startswith(f"redis (redis): {stack.data['gateway']['cache']['command']}, Redis server v=")
         for d in checks["executables"]["details"]
     )
     assert f"redis: 127.0.0.1:{stack.redis_port} held by {REDIS_UNIT}" in checks["ports"]["details"]

@@ -304,6 +304,8 @@ def _render_redis(config: Config, options: RenderOptions) -> str:
     """llmctl-redis.service (gateway.cache): Redis on loopback, its config in redis.conf."""
     cache = config.gateway.cache
     assert cache is not None
+    # As found on PATH, symlinks kept: Debian's redis-server is a link to redis-check-rdb, one
+    # binary that runs as the server only when argv[0] says redis-server.
     server = _executable(cache.command, options.resolve, "gateway.cache.command")
     return _render(
         "redis.service.j2",
