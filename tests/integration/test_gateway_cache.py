@@ -174,6 +174,9 @@ def test_a_second_identical_request_is_answered_from_the_cache(stack: CachedStac
     second = stack.chat(prompt)
     assert second.status_code == 200 and is_hit(second), dict(second.headers)
     assert second.json()["id"] == first.json()["id"]  # the stored answer, not a new one
+    # Stored in Redis under that key, for gateway.cache.ttl (10m) at most.
+    ttl = stack.redis("TTL", second.headers["x-litellm-cache-key"])
+    assert ttl.startswith(":") and 0 < int(ttl[1:].split()[0]) <= 600, ttl
     # From Redis itself: a new LiteLLM has no in-process copy.
     hits = stack.keyspace_hits()
     stack.restart_gateway()
@@ -271,6 +274,13 @@ def test_a_new_redis_setting_restarts_redis_only_and_is_snapshotted(stack: Cache
     # The previous redis.conf (the setting before), never a file with the password.
     assert "installed/llmctl/redis.conf" in shown["files"]
     assert not [key for key in shown["files"] if "redis.env" in key or "redis-auth" in key]
+    # Rolled back: the old redis.conf, and a Redis restarted on it.
+    restarted = main_pid(REDIS_UNIT)
+    rollback = stack.run("rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    assert main_pid(REDIS_UNIT) not in (0, restarted)
+    assert "maxmemory\r\n$9\r\n268435456" in stack.redis("CONFIG", "GET", "maxmemory")
+    assert main_pid(GATEWAY_UNIT) == gateway_before
 
 
 def test_down_stops_redis_and_frees_its_port(stack: CachedStack) -> None:
