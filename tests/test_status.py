@@ -91,3 +91,34 @@ def test_one_scan_finds_the_processes_of_each_cgroup() -> None:
     found = procs.cgroups_pids([mine, "/no/such.slice/llmctl-none.service"])
     assert os.getpid() in found[mine]
     assert found.get("/no/such.slice/llmctl-none.service", []) == []
+
+
+def test_redis_reads_the_same_from_its_installed_unit_and_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = EXAMPLE.read_text().replace("~/", "/home/user/")
+    text = text.replace(
+        "gateway:\n",
+        "gateway:\n  cache:\n    type: redis\n    port: 6391\n    command: /usr/bin/redis-server\n",
+        1,
+    )
+    config, _ = parse_config(text)
+    paths = Paths(home=tmp_path, config_home=tmp_path / "config", state_home=tmp_path / "state")
+    for relative, content in render_stack(config, fixed_options(tmp_path / "llmctl.yaml")).files.items():
+        (paths.config_home / relative).parent.mkdir(parents=True, exist_ok=True)
+        (paths.config_home / relative).write_text(content)
+    applied_config_file(paths.state_dir).parent.mkdir(parents=True, exist_ok=True)
+    applied_config_file(paths.state_dir).write_text(text)
+    monkeypatch.setattr(systemd, "show", nothing_runs)
+    installed = status.collect_installed(paths.config_home, state_dir=paths.state_dir)
+    configured = status.collect(config, {}, config_home=paths.config_home, state_dir=paths.state_dir)
+    assert rows(installed) == rows(configured)
+    [redis] = [u for u in installed.units if u.kind == "redis"]
+    assert (redis.name, redis.unit, redis.port, redis.health) == (
+        "redis",
+        "llmctl-redis.service",
+        6391,
+        "down",
+    )
+    names = [u.name for u in installed.units]
+    assert names.index("redis") < names.index("gateway")
