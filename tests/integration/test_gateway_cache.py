@@ -156,6 +156,8 @@ def test_status_shows_redis_answering_llmctls_password(stack: CachedStack) -> No
     redis = stack.unit("redis")
     assert (redis["kind"], redis["health"], redis["active_state"]) == ("redis", "ok", "active")
     assert redis["health_detail"].startswith("PONG (") and redis["port"] == stack.redis_port
+    logs = stack.run("logs", "redis", "-n", "50")
+    assert logs.returncode == 0 and "Ready to accept connections" in logs.stdout, logs.stdout[-2000:]
     doctor = json_result(stack.run("doctor", "--json").stdout)
     checks = {c["name"]: c for c in doctor["checks"]}
     assert checks["redis-password"]["status"] == "ok"
