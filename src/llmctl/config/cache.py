@@ -1,8 +1,7 @@
 """`gateway.cache`: LiteLLM's response cache in a Redis that llmctl runs (llmctl-redis.service).
 
-Its own module because schema.py is near its size budget. schema.py imports this module at its
-end, and this module completes schema's Gateway and Config once GatewayCache exists (at its
-end), so either can be imported first; the types come from schema.py, checked the same way.
+Its own module because schema.py is near its size budget; its types come from
+`llmctl.config.base`, checked the same way as the rest of the schema.
 
 There is no password key on purpose: llmctl generates the password once into a 0600 file
 (`llmctl.secrets.ensure_redis_password`), Redis reads it through an `include` of a second 0600
@@ -16,8 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from llmctl.config import schema
-from llmctl.config.schema import Duration, Executable, Port, Strict
+from llmctl.config.base import Duration, Executable, Port, Strict
 
 # 6379 is a system Redis's port (Debian's redis-server.service): keep clear of it.
 DEFAULT_PORT = 6380
@@ -75,11 +73,3 @@ class GatewayCache(Strict):
                 "gateway.yaml) and hands it to Redis and LiteLLM itself"
             )
         return data
-
-
-# schema.Gateway's annotations name this model, which schema.py cannot import while this module
-# imports schema's types: give schema the name (for pydantic and typing.get_type_hints alike),
-# then build the models that hold it.
-vars(schema)["GatewayCache"] = GatewayCache
-schema.Gateway.model_rebuild()
-schema.Config.model_rebuild()

@@ -12,111 +12,60 @@ rendering (`llmctl.render.escape`).
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     Field,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
-from llmctl.config.base import MODEL_ID_PATTERN, ModelId, Strict
+from llmctl.config.base import (
+    ENV_NAME_PATTERN,
+    MODEL_ID_PATTERN,
+    NAME_PATTERN,
+    Duration,
+    EnvName,
+    Executable,
+    GpuRef,
+    Host,
+    ModelId,
+    Name,
+    NonEmptySafeStr,
+    Port,
+    SafeStr,
+    Strict,
+    is_loopback,
+)
+from llmctl.config.cache import GatewayCache
 from llmctl.config.litellm_settings import LiteLLMPassthrough
 from llmctl.kinds import Kind
 
-if TYPE_CHECKING:
-    from llmctl.config.cache import GatewayCache
-
-__all__ = ["MODEL_ID_PATTERN", "Kind", "ModelId", "Strict"]
+__all__ = [
+    "ENV_NAME_PATTERN",
+    "MODEL_ID_PATTERN",
+    "NAME_PATTERN",
+    "Duration",
+    "EnvName",
+    "Executable",
+    "GatewayCache",
+    "GpuRef",
+    "Host",
+    "Kind",
+    "ModelId",
+    "Name",
+    "NonEmptySafeStr",
+    "Port",
+    "SafeStr",
+    "Strict",
+    "is_loopback",
+]
 
 SCHEMA_VERSION = 1
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 API_KEY_VARIABLE = "VLLM_API_KEY"  # llmctl.backends.vllm.VllmAdapter.api_key_variable
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _no_control_characters(value: str) -> str:
-    # A newline in a unit file would start a new directive; other control characters have no
-    # business in a path, an argument or an environment value either.
-    match = _CONTROL.search(value)
-    if match:
-        raise ValueError(f"must not contain control characters (found {match.group()!r})")
-    return value
-
-
-def _not_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _executable_name(value: str) -> str:
-    # systemd refuses an ExecStart= executable whose path holds a quote or a backslash
-    # ("Executable name contains special characters"), however it is quoted.
-    bad = sorted({c for c in value if c in "\\\"'"})
-    if bad:
-        raise ValueError(f"systemd cannot run an executable whose path contains {' or '.join(bad)}")
-    return value
-
-
-SafeStr = Annotated[str, AfterValidator(_no_control_characters)]
-NonEmptySafeStr = Annotated[str, AfterValidator(_no_control_characters), AfterValidator(_not_empty)]
-Executable = Annotated[NonEmptySafeStr, AfterValidator(_executable_name)]
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-GpuRef = (
-    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^(GPU|MIG)-[A-Za-z0-9/-]+$")]
-)
-
-
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration_seconds(value: Any) -> Any:
-    """`idle_unload: 10m` and `idle_unload: 600` mean the same: seconds as a number."""
-    if isinstance(value, bool):
-        return value  # refused by the float check below, with pydantic's own message
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match is None:
-            raise ValueError("must be seconds (600) or a duration like 90s, 10m, 2h")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if isinstance(value, int):
-        return float(value)
-    return value
-
-
-def _valid_host(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?", value):
-            raise ValueError("must be an IP address or a host name") from None
-    return value
-
-
-Host = Annotated[str, AfterValidator(_valid_host)]
-Duration = Annotated[float, BeforeValidator(_duration_seconds), Field(gt=0, le=30 * 86_400)]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class BackendBase(Strict):
@@ -481,8 +430,3 @@ def backend_class(kind: Any) -> type[BackendBase] | None:
         Kind.OLLAMA: OllamaBackend,
     }
     return classes.get(kind)
-
-
-# gateway.cache lives in its own module, which builds on the types above: imported last. It
-# completes Gateway and Config once its model exists, whichever of the two was imported first.
-from llmctl.config import cache as _cache  # noqa: E402, F401
