@@ -17,8 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +34,25 @@ import pytest
 from llmctl.smoke_model import write_smoke_model
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
-WITH_USER_MANAGER = INTEGRATION_DIR.parents[1] / "scripts" / "with-user-manager"
+REPO = INTEGRATION_DIR.parents[1]
+WITH_USER_MANAGER = REPO / "scripts" / "with-user-manager"
+
+# The integration tests run llmctl as users install it (issue 13): the wheel of this checkout,
+# built fresh each session and installed with pipx into this session's own PIPX_HOME (never
+# ~/.local). Units that `up` writes then run the pipx venv's python (RenderOptions.llmctl_argv
+# is the running llmctl's sys.executable), and templates, runbooks and the gateway child are
+# read from the installed wheel: a file missing from the wheel fails the suite. The path is
+# fixed at import (one per pytest process) so modules can build argv lists from it; the
+# autouse fixture `installed_wheel` installs it before the first test that needs it.
+INSTALL_ROOT = Path(tempfile.gettempdir()) / f"llmctl-wheel.{os.getpid()}"
+PIPX_HOME = INSTALL_ROOT / "pipx"
+PIPX_BIN_DIR = INSTALL_ROOT / "bin"
+LLMCTL = [str(PIPX_BIN_DIR / "llmctl")]  # the installed entry point: `[*LLMCTL, "up"]`
+LLMCTL_VENV = PIPX_HOME / "venvs" / "llmctl"
+LLMCTL_PYTHON = LLMCTL_VENV / "bin" / "python"  # the interpreter the rendered units name
+# Modules that still run the dev venv's llmctl: test_as_user runs as another user, who can
+# neither build into this session's temp dir nor reach the pip cache pipx installs from.
+DEV_VENV_MODULES = frozenset({"test_as_user"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,6 +60,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+def _build_and_install_wheel() -> Path:
+    """`pip wheel` of the checkout, then `pipx install` of that wheel; returns the wheel."""
+    shutil.rmtree(INSTALL_ROOT, ignore_errors=True)
+    dist = INSTALL_ROOT / "dist"
+    # --no-build-isolation: hatchling is in the dev extras, so the build needs no index (2 s).
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(dist), str(REPO)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = dist.glob("llmctl-*.whl")
+    env = {
+        **os.environ,
+        "PIPX_HOME": str(PIPX_HOME),
+        "PIPX_BIN_DIR": str(PIPX_BIN_DIR),
+        "PIPX_MAN_DIR": str(INSTALL_ROOT / "man"),
+    }
+    # The dependencies come from PyPI through pip's cache (about 15 s once cached).
+    subprocess.run(
+        [sys.executable, "-m", "pipx", "install", "--quiet", str(wheel)],
+        check=True, timeout=600, env=env,
+    )  # fmt: skip
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def installed_llmctl() -> Iterator[Path]:
+    """The wheel of this checkout, pipx-installed at LLMCTL (once per session); yields the wheel."""
+    t0 = time.monotonic()
+    try:
+        wheel = _build_and_install_wheel()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as exc:
+        pytest.fail(f"could not build and pipx-install the llmctl wheel: {exc}", pytrace=False)
+    print(f"installed {wheel.name} with pipx at {LLMCTL[0]} in {time.monotonic() - t0:.1f}s")
+    yield wheel
+    shutil.rmtree(INSTALL_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed_wheel(request: pytest.FixtureRequest) -> None:
+    """Every integration module runs the pipx-installed wheel, except DEV_VENV_MODULES."""
+    if request.module.__name__.rpartition(".")[2] not in DEV_VENV_MODULES:
+        request.getfixturevalue("installed_llmctl")
 
 
 def integration_required() -> bool:

@@ -4,7 +4,6 @@ stack back serving without any llmctl command."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import WITH_USER_MANAGER, Provisioned, UserManager, json_result
+from tests.integration.conftest import LLMCTL, WITH_USER_MANAGER, Provisioned, UserManager, json_result
 
 
 @pytest.fixture
@@ -68,7 +67,7 @@ def test_enabled_stack_comes_back_after_a_new_user_manager(
             }
         )
     )
-    llmctl = [sys.executable, "-m", "llmctl", "--config", str(config)]
+    llmctl = [*LLMCTL, "--config", str(config)]
 
     start_manager(root, tmp_path / "boot1", started)
     assert inside(tmp_path / "boot1", *llmctl, "up").returncode == 0

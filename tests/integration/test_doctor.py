@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import Provisioned, UserManager, json_result
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, json_result
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +13,7 @@ import pytest
 import yaml
 
 from llmctl.smoke_model import write_smoke_model
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
-
-LLMCTL = [sys.executable, "-m", "llmctl"]
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result
 
 
 class Stack:

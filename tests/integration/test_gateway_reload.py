@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from llmctl.gateway_runtime.state import read_state
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_SOCKET, GATEWAY_UNIT, RenderOptions, render_stack
 from llmctl.secrets import ensure_gateway_key, read_gateway_key
-from tests.integration.conftest import Provisioned, UserManager, free_port
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "llmctl.example.yaml"
@@ -550,7 +549,7 @@ def test_without_the_drain_keep_alive_clients_fail(
     gateway_file.write_text(render(ROUTES_A))
     runtime = tmp_path / "run"
     argv = [
-        sys.executable, "-m", "llmctl", "gateway", "serve",
+        *LLMCTL, "gateway", "serve",
         "--litellm-python", str(litellm_python(provisioned.litellm)),
         "--config", str(gateway_file),
         "--runtime-dir", str(runtime),

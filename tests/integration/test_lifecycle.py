@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
-from tests.integration.conftest import Provisioned, UserManager, json_result
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, json_result
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -40,14 +39,14 @@ def llmctl(user_manager: UserManager, tmp_path: Path) -> Iterator[Run]:
     ) -> subprocess.CompletedProcess[str]:
         configs.append(config)
         return subprocess.run(
-            [sys.executable, "-m", "llmctl", "--config", str(config), *args],
+            [*LLMCTL, "--config", str(config), *args],
             capture_output=True, text=True, timeout=timeout, check=check,
         )  # fmt: skip
 
     yield run
     if configs:
         subprocess.run(
-            [sys.executable, "-m", "llmctl", "--config", str(configs[-1]), "down"],
+            [*LLMCTL, "--config", str(configs[-1]), "down"],
             capture_output=True,
             check=False,
         )
@@ -251,7 +250,7 @@ def test_no_user_manager_reachable(two_backends: Path, tmp_path: Path) -> None:
     empty = tmp_path / "runtime"
     empty.mkdir(mode=0o700)
     result = subprocess.run(
-        [sys.executable, "-m", "llmctl", "--config", str(two_backends), "up"],
+        [*LLMCTL, "--config", str(two_backends), "up"],
         capture_output=True, text=True, check=False, timeout=60,
         env={**os.environ, "XDG_RUNTIME_DIR": str(empty)},
     )  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest
 import yaml
 
 from llmctl.paths import Paths
-from tests.integration.conftest import Provisioned, UserManager, free_port, unavailable
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, unavailable
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "llmctl-dashboard.json"
-LLMCTL = [sys.executable, "-m", "llmctl"]
 PROMQL_WORDS = {
     "sum", "by", "rate", "increase", "histogram_quantile", "time", "le", "without", "avg", "max", "min",
 }  # fmt: skip

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +20,8 @@ import yaml
 
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result, stack_up
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 IDLE_UNLOAD = 8  # seconds, on the native backend
 
 

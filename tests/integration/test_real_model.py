@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import (
+    LLMCTL,
     Provisioned,
     UserManager,
     free_port,
@@ -37,7 +38,6 @@ from tests.integration.conftest import (
     unavailable,
 )
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 REPO = Path(__file__).resolve().parents[2]
 REAL, REAL_PY, SMOKE_PY = "gemma", "gemma-py", "smoke-py"
 PROMPT = "The capital of France is"

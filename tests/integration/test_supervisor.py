@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,9 @@ import pytest
 import yaml
 
 from llmctl.paths import Paths
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result
 from tests.integration.spinning_server import install_spinning_server
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 SUPERVISOR = "llmctl-supervisor.service"
 FAST = {"liveness": {"interval": 1, "timeout": 1, "failure_threshold": 3}, "deep": {"enabled": False}}
 

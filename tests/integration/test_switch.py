@@ -19,9 +19,7 @@ import yaml
 
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, json_result, stack_up
-
-LLMCTL = [sys.executable, "-m", "llmctl"]
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, json_result, stack_up
 
 
 class SwitchStack:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ import yaml
 from llmctl.smoke_model import write_smoke_model
 from llmctl.transaction import PAUSE_VARIABLE
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, stack_up
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result, stack_up
 from tests.integration.fake_vllm import install_fake_vllm
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 GiB = 1 << 30
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +16,7 @@ import pytest
 import yaml
 
 from llmctl.transaction import PAUSE_VARIABLE
-from tests.integration.conftest import Provisioned, UserManager, json_result
-
-LLMCTL = [sys.executable, "-m", "llmctl"]
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, json_result
 
 
 class Stack:
