@@ -109,7 +109,7 @@ def wait_ready(
                 raise LlmctlError(
                     f"{kind} at {url}: the server process {pid} exited before it was ready"
                     f" (last probe: {probe.detail})",
-                    hint="Its journal says why: llmctl logs NAME, or journalctl -u UNIT.",
+                    hint="Its journal says why: llmctl logs NAME, or journalctl --user-unit UNIT.",
                 )
             if waited >= timeout:
                 raise LlmctlError(

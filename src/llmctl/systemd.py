@@ -265,15 +265,19 @@ def journal_argv(
     follow: bool = False,
     since: str | None = None,
     output: str = "short-iso",
+    uid: int | None = None,
 ) -> list[str]:
-    """journalctl for these units, merged by time.
+    """journalctl for these units, merged by time, matched as a desktop's journal files them.
 
-    A user unit's output is filed under _SYSTEMD_USER_UNIT on a desktop, but under
-    _SYSTEMD_UNIT when the user manager is not below user@.service (a manager run by root in
-    a container, say); the manager's own messages about a unit carry USER_UNIT. A line from a
-    process that exited before journald looked up its cgroup has none of these, only the
-    unit's SyslogIdentifier= (llmctl sets it to the unit name without .service). Matching all
-    four finds the lines wherever journald put them.
+    A user manager runs in user@UID.service, so journald files a unit's output under
+    _SYSTEMD_USER_UNIT=NAME and the manager's own messages about it ("Started", "Main process
+    exited") under USER_UNIT=NAME: the matches of `journalctl --user-unit NAME`. A line from a
+    process that exited before journald looked up its cgroup has neither, only the unit's
+    SyslogIdentifier= (llmctl sets it to the unit name without .service). Each match also
+    names our _UID (default: this process's uid), as `--user-unit` does: another user's unit of
+    the same name, readable to a member of systemd-journal, is not ours. No `--user`: it reads
+    only the user's own journal file, and a volatile journal keeps users' lines in the system
+    one (readable to systemd-journal's members).
     """
     argv = ["journalctl", "--no-pager", "-o", output]
     if lines is not None:
@@ -282,14 +286,17 @@ def journal_argv(
         argv.append("-f")
     if since:
         argv += ["--since", since]
+    owner = f"_UID={os.getuid() if uid is None else uid}"
     matches: list[str] = []
     for unit in units:
-        fields = [f"{field}={unit}" for field in ("_SYSTEMD_USER_UNIT", "_SYSTEMD_UNIT", "USER_UNIT")]
-        fields.append(f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}")
-        for match in fields:
+        for match in (
+            f"_SYSTEMD_USER_UNIT={unit}",
+            f"USER_UNIT={unit}",
+            f"SYSLOG_IDENTIFIER={unit.removesuffix('.service')}",
+        ):
             if matches:
                 matches.append("+")
-            matches.append(match)
+            matches += [match, owner]
     return argv + matches
 
 

@@ -3,8 +3,12 @@
 Every test under tests/integration/ is marked ``integration``. The tests need
 
 * a systemd user manager that answers ``systemctl --user``: run them under
-  ``scripts/with-user-manager -- .venv/bin/pytest tests/integration`` (root; a private manager,
-  journal and XDG_CONFIG_HOME that are thrown away afterwards);
+  ``scripts/with-user-manager --as-user llmctl-test -- .venv/bin/pytest tests/integration``, as
+  scripts/test does (started by root: a private manager, journal and XDG_CONFIG_HOME that are
+  thrown away afterwards; the manager and the tests run as that ordinary user, as on a
+  desktop). Without --as-user they run as root, in a manager named like root's own
+  user@0.service; only test_as_user.py (skipped then) and the harness's own tests of
+  scripts/with-user-manager (skipped as an ordinary user) differ;
 * for the server tests, the builds from ``scripts/provision`` (llama-server, llama-cpp-python,
   LiteLLM), found through its ``provision.env``.
 
@@ -50,9 +54,6 @@ PIPX_BIN_DIR = INSTALL_ROOT / "bin"
 LLMCTL = [str(PIPX_BIN_DIR / "llmctl")]  # the installed entry point: `[*LLMCTL, "up"]`
 LLMCTL_VENV = PIPX_HOME / "venvs" / "llmctl"
 LLMCTL_PYTHON = LLMCTL_VENV / "bin" / "python"  # the interpreter the rendered units name
-# Modules that still run the dev venv's llmctl: test_as_user runs as another user, who can
-# neither build into this session's temp dir nor reach the pip cache pipx installs from.
-DEV_VENV_MODULES = frozenset({"test_as_user"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -101,10 +102,8 @@ def installed_llmctl() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def installed_wheel(request: pytest.FixtureRequest) -> None:
-    """Every integration module runs the pipx-installed wheel, except DEV_VENV_MODULES."""
-    if request.module.__name__.rpartition(".")[2] not in DEV_VENV_MODULES:
-        request.getfixturevalue("installed_llmctl")
+def installed_wheel(installed_llmctl: Path) -> None:
+    """Every integration module runs the pipx-installed wheel: it is there before the first test."""
 
 
 def integration_required() -> bool:
@@ -153,7 +152,9 @@ def stack_up(
 
 @pytest.fixture(scope="session")
 def user_manager() -> UserManager:
-    hint = "run them under scripts/with-user-manager -- .venv/bin/pytest tests/integration"
+    hint = (
+        "run them under scripts/with-user-manager --as-user llmctl-test -- .venv/bin/pytest tests/integration"
+    )
     try:
         proc = subprocess.run(
             ["systemctl", "--user", "is-system-running"],

@@ -1,15 +1,18 @@
 """As an ordinary user, as on a desktop: `scripts/with-user-manager --as-user NAME` runs the
 manager and this session as NAME, in a cgroup named like a desktop's user@UID.service, with
-journald splitting NAME's lines into its own journal. scripts/test runs this module that way;
-under the root harness (the rest of the suite) it is skipped."""
+journald splitting NAME's lines into its own journal. scripts/test runs the whole integration
+suite that way; this module checks what is particular to it (ids, modes, the user's journal,
+lingering), and is skipped when the harness runs as root."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
-import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import yaml
 
 from llmctl.paths import Paths
 from llmctl.smoke_model import write_smoke_model
-from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result, stack_up
 from tests.integration.fake_vllm import install_fake_vllm
 
 pytestmark = pytest.mark.skipif(
@@ -28,15 +31,38 @@ pytestmark = pytest.mark.skipif(
 
 def run_llmctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "llmctl", "--config", str(config), *args],
+        [*LLMCTL, "--config", str(config), *args],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+
+
+# A line that the native backend's unit logs under another identifier than its own (see
+# wrapped_llama_server): only a match on the unit (_SYSTEMD_USER_UNIT) can find it.
+HELPER_LINE = f"helper-in-the-unit-said-{uuid.uuid4().hex[:8]}"
+HELPER_IDENTIFIER = "llmctl-test-helper"
+
+
+def wrapped_llama_server(directory: Path, real: Path) -> Path:
+    """llama-server, after starting a helper in the unit's cgroup that logs HELPER_LINE through
+    systemd-cat under HELPER_IDENTIFIER (and stays alive, so that journald can tell its unit)."""
+    directory.mkdir()
+    wrapper = directory / "llama-server"
+    helper = f"echo {HELPER_LINE}; exec sleep 600"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        # INVOCATION_ID: only when the manager runs it, not for llmctl's own --version probes.
+        f'[ -z "$INVOCATION_ID" ] || systemd-cat -t {HELPER_IDENTIFIER} sh -c {shlex.quote(helper)} &\n'
+        f'exec {shlex.quote(str(real))} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 @pytest.fixture
 def config(tmp_path: Path, provisioned: Provisioned) -> Path:
     path = tmp_path / "llmctl.yaml"
     model = write_smoke_model(tmp_path / "smoke.gguf")
+    native = wrapped_llama_server(tmp_path / "bin", provisioned.llama_server)
     path.write_text(
         yaml.safe_dump(
             {
@@ -44,7 +70,7 @@ def config(tmp_path: Path, provisioned: Provisioned) -> Path:
                 "backends": {
                     "native": {
                         "kind": "llama-server",
-                        "command": str(provisioned.llama_server),
+                        "command": str(native),
                         "port": free_port(),
                         "model": "smoke-native",
                         "gpus": [],
@@ -114,3 +140,43 @@ def test_up_as_an_ordinary_user_files_modes_and_journal(stack: Path) -> None:
     ours = [line for line in logs.stdout.splitlines() if " llmctl-native[" in line]
     messages = {str(e.get("MESSAGE", "")) for e in served}
     assert ours and any(m and m in logs.stdout for m in messages), logs.stdout[-3000:]
+
+
+def test_logs_matches_the_unit_as_a_desktop_journal_files_it(stack: Path) -> None:
+    """`llmctl logs` finds a unit's lines by what the journal records for a user unit, not by
+    the identifier alone: the manager's messages about the unit (USER_UNIT=), and a line from
+    the unit's cgroup under another identifier (_SYSTEMD_USER_UNIT=)."""
+    uid = str(os.geteuid())
+    deadline = time.monotonic() + 30
+    while not (helper := journal_json(f"MESSAGE={HELPER_LINE}")):
+        assert time.monotonic() < deadline, f"{HELPER_LINE} never reached the journal"
+        time.sleep(0.2)
+    # (Each test of this module starts the stack: earlier tests' lines are there too.)
+    assert {(e["SYSLOG_IDENTIFIER"], e.get("_SYSTEMD_USER_UNIT"), e["_UID"]) for e in helper} == {
+        (HELPER_IDENTIFIER, "llmctl-native.service", uid)
+    }
+    started = journal_json("USER_UNIT=llmctl-native.service", "SYSLOG_IDENTIFIER=systemd")
+    assert started and {e["_UID"] for e in started} == {uid}
+
+    logs = run_llmctl(stack, "logs", "native", "-n", "1000")
+    assert logs.returncode == 0, logs.stderr
+    assert HELPER_LINE in logs.stdout, logs.stdout[-3000:]
+    assert "Started llmctl-native.service" in logs.stdout, logs.stdout[-3000:]
+    # ... and nothing of another unit: the gateway's lines are not the native backend's.
+    assert " llmctl-gateway[" not in logs.stdout
+
+
+def test_lingering_is_asked_for_this_user(stack: Path) -> None:
+    """`enable` and `doctor` name the user the stack runs as in their `loginctl enable-linger`
+    advice (no logind here: they cannot tell whether lingering is on, and say so)."""
+    user = os.environ["USER"]
+    assert user != "root" and Path(os.environ["HOME"]).name == user
+    try:
+        enabled = run_llmctl(stack, "enable")
+        assert enabled.returncode == 0, enabled.stderr
+        assert f"loginctl enable-linger {user}" in enabled.stderr
+    finally:
+        run_llmctl(stack, "disable")
+    doctor = run_llmctl(stack, "doctor", "--json")
+    linger = [c for c in json_result(doctor.stdout)["checks"] if c["name"] == "linger"]
+    assert [c["fix"] for c in linger] == [f"loginctl enable-linger {user}"], linger

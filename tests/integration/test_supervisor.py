@@ -277,7 +277,7 @@ def test_llama_cpp_python_is_probed_on_a_route_it_has(stack: Stack) -> None:
     wait_ok(stack)
     time.sleep(4)  # a few probes at 1 s
     journal = subprocess.run(
-        ["journalctl", "--no-pager", "-o", "cat", "_SYSTEMD_UNIT=llmctl-native.service"],
+        ["journalctl", "--no-pager", "-o", "cat", "--user-unit", "llmctl-native.service"],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
     assert journal.count('"GET /docs HTTP/1.1" 200') >= 3, journal[-2000:]
@@ -354,7 +354,7 @@ def test_a_frozen_supervisor_is_restarted_by_systemds_watchdog(stack: Stack) -> 
     )
     assert int(after["NRestarts"]) >= 1
     journal = subprocess.run(
-        ["journalctl", "--no-pager", "USER_UNIT=llmctl-supervisor.service", "+", "_SYSTEMD_UNIT=llmctl-supervisor.service"],
+        ["journalctl", "--no-pager", "--user-unit", "llmctl-supervisor.service"],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
     assert "Watchdog timeout" in journal or "watchdog" in journal.lower(), journal[-3000:]
