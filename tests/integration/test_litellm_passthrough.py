@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,9 +30,8 @@ from llmctl.config.litellm_settings import (
     RouterSettings,
 )
 from llmctl.paths import Paths
-from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, stack_up
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 SECTIONS: dict[str, type[PassthroughSection]] = {
     "router_settings": RouterSettings,
     "litellm_settings": LitellmSettings,
