@@ -15,7 +15,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +29,8 @@ from llmctl.backends.redis_cache import command
 from llmctl.paths import Paths
 from llmctl.secrets import read_redis_password
 from llmctl.smoke_model import write_smoke_model
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result, unavailable
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result, unavailable
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 REDIS_UNIT = "llmctl-redis.service"
 GATEWAY_UNIT = "llmctl-gateway.service"
 _prompts = itertools.count()
@@ -249,7 +247,7 @@ def test_the_password_is_in_0600_files_only(stack: CachedStack, user_manager: Us
         for process in (main, *main.children(recursive=True)):
             assert password not in " ".join(process.cmdline()), (unit, process.pid)
     journal = subprocess.run(
-        ["journalctl", "--no-pager", "-u", REDIS_UNIT, "-u", GATEWAY_UNIT],
+        ["journalctl", "--no-pager", "--user-unit", REDIS_UNIT, "--user-unit", GATEWAY_UNIT],
         capture_output=True,
         text=True,
         check=False,
