@@ -216,3 +216,58 @@ def read_redis_password(env_file: Path) -> str:
             hint="Delete it; `llmctl up` writes a new one.",
         )
     return value
+
+
+# --- provider keys in secrets.env (`llmctl init --from-litellm` moves literal keys there) ----
+#
+# The gateway's unit reads secrets.env through EnvironmentFile=, so a name set there is what
+# `api_key_env: NAME` (os.environ/NAME in gateway.yaml) reads. Values are written in single
+# quotes, which systemd's EnvironmentFile= parser takes literally; a value that holds a quote
+# or a control character is not written (the caller reports it).
+
+
+def env_file_values(path: Path) -> dict[str, str]:
+    """NAME -> value of the assignments in an EnvironmentFile (`export ` and quotes allowed);
+    {} when the file does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if not sep or name.lstrip().startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def env_file_writable(value: str) -> bool:
+    """Whether `value` can be written as NAME='value' (no quote, no control character)."""
+    return "'" not in value and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def add_secrets(path: Path, values: dict[str, str], comment: str) -> None:
+    """Append NAME='value' lines to secrets.env (created 0600; one others can read is refused).
+    Names already set there are not touched: the caller picks new names for new values."""
+    if not values:
+        return
+    current = ""
+    if path.exists():
+        _refuse_shared(path, "provider keys")
+        current = path.read_text(encoding="utf-8")
+        if current and not current.endswith("\n"):
+            current += "\n"
+    existing = env_file_values(path)
+    lines = [f"# {comment}"]
+    for name, value in values.items():
+        if name in existing:
+            raise LlmctlError(f"{path} already sets {name}; not replacing it")
+        if not env_file_writable(value):
+            raise LlmctlError(f"the value for {name} holds a quote or a control character")
+        lines.append(f"{name}='{value}'")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(path, current + "\n".join(lines) + "\n", mode=0o600)

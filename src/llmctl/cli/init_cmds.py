@@ -35,6 +35,13 @@ DEMO_ONLY = ("port_base", "model", "llama_server", "llama_cpp_python", "litellm"
     "--llama-cpp-python", type=_PATH, help="--demo: a python with llama_cpp.server [default: found]."
 )
 @click.option("--litellm", type=_PATH, help="--demo: LiteLLM's `litellm` [default: found].")
+@click.option(
+    "--from-litellm",
+    "from_litellm",
+    type=_PATH,
+    metavar="PATH",
+    help="Import a LiteLLM proxy config (its config.yaml): models, keys, fallbacks, settings.",
+)
 @json_option
 @click.pass_obj
 def init(
@@ -46,6 +53,7 @@ def init(
     llama_server: Path | None,
     llama_cpp_python: Path | None,
     litellm: Path | None,
+    from_litellm: Path | None,
     as_json: bool,
 ) -> int:
     """Detect backends, models and GPUs, and write a starter config for them.
@@ -54,6 +62,11 @@ def init(
     ~/.local/bin, ~/venvs, ~/.venvs, pipx and ~/llama.cpp/build/bin; GGUF files in ~/models,
     ~/.cache/llama.cpp, ~/.local/share/llama.cpp and $LLAMA_CACHE; the models of a running
     Ollama; GPUs. Prints what it found and chose. Never replaces a config without --force.
+
+    With --from-litellm PATH, the config is imported from a LiteLLM proxy config instead: its
+    cloud models (literal keys move into the 0600 secrets.env), its local entries mapped to
+    backends by port and by what runs here, its fallbacks and settings. It prints what it
+    mapped, guessed and could not map, and why.
     """
     from llmctl import init as init_mod  # noqa: PLC0415
 
@@ -62,6 +75,12 @@ def init(
     if not demo and any(v is not None for v in given.values()):
         used = ", ".join("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
         raise click.UsageError(f"{used}: only with --demo")
+    if from_litellm is not None:
+        if demo:
+            raise click.UsageError("--from-litellm and --demo: give one of them")
+        from llmctl.cli.init_import import import_from_litellm  # noqa: PLC0415
+
+        return import_from_litellm(app, from_litellm, force=force, as_json=as_json)
     sources = init_mod.Sources(home=app.paths.home, env=os.environ)
     config_path = app.config_path
     if demo:
@@ -94,11 +113,11 @@ def init(
     click.echo("chose:")
     for choice in chosen:
         click.echo(f"  {choice['what']}: {choice['why']}")
-    _report(written)
+    report_written(written)
     return 0
 
 
-def _report(written: WriteResult) -> None:
+def report_written(written: WriteResult) -> None:
     if written.action == "unchanged":
         click.echo(f"{written.path} already holds this config (unchanged)")
         return

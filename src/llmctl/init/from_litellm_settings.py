@@ -1,0 +1,359 @@
+"""The settings `llmctl init --from-litellm` carries: router_settings, litellm_settings,
+general_settings and the fallbacks, from a LiteLLM proxy config into the llmctl gateway.
+
+Where each goes:
+
+* Settings llmctl has its own key for (routing_strategy, num_retries, timeout/request_timeout,
+  cooldown_time, allowed_fails, fallbacks) go to that key: `gateway.X`. LiteLLM takes some in
+  two sections; llmctl sets one value, so router_settings' wins and a different value in
+  litellm_settings is reported as not carried.
+* Redis and the response cache go to `gateway.cache`, LiteLLM's prometheus callback to
+  `gateway.litellm_metrics`, when this llmctl has those keys; else they are reported as not
+  carried yet.
+* The master key, the database and the auth hook are llmctl's: not carried, with why.
+* Everything else goes to the `gateway.litellm` passthrough in LiteLLM's own shape and names,
+  when this llmctl has it. The passthrough is an allow-list that refuses keys llmctl owns:
+  whatever the strict schema refuses is taken out again and reported with the schema's reason
+  (`drop_refused`), so the written config always loads.
+
+Model ids in fallbacks and fallback-like maps are kept only for mapped models (each dropped
+one reported); a fallback that would close a cycle, which llmctl refuses, is dropped too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmctl.init.litellm_source import SECTIONS, Report, holds_secret_literal
+
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing")
+# (section, key) -> the llmctl gateway key that sets it.
+OWNED = {
+    ("router_settings", "routing_strategy"): "routing_strategy",
+    ("router_settings", "num_retries"): "num_retries",
+    ("litellm_settings", "num_retries"): "num_retries",
+    ("router_settings", "timeout"): "timeout",
+    ("litellm_settings", "request_timeout"): "timeout",
+    ("router_settings", "cooldown_time"): "cooldown_time",
+    ("router_settings", "allowed_fails"): "allowed_fails",
+}
+FALLBACKS = (("router_settings", "fallbacks"), ("litellm_settings", "fallbacks"))
+# Lists of {model: [models]} (or of models) that the passthrough carries, filtered to mapped ids.
+MODEL_MAPS = ("context_window_fallbacks", "content_policy_fallbacks")
+MODEL_LISTS = ("default_fallbacks",)
+NO_DATABASE = "llmctl's gateway runs without a database"
+NOT_CARRIED = {
+    ("general_settings", "master_key"): "llmctl generates the gateway's master key (`llmctl gateway key` "
+    "prints it): give clients that key",
+    ("general_settings", "custom_auth"): "llmctl's gateway has its own auth hook",
+    ("general_settings", "database_url"): NO_DATABASE,
+    ("general_settings", "database_connection_pool_limit"): NO_DATABASE,
+    ("general_settings", "store_model_in_db"): NO_DATABASE,
+    ("general_settings", "disable_spend_logs"): NO_DATABASE,
+}
+CACHE_KEYS = {
+    ("litellm_settings", "cache"),
+    ("litellm_settings", "cache_params"),
+    *(("router_settings", k) for k in ("redis_host", "redis_port", "redis_password", "redis_url")),
+}
+CALLBACK_KEYS = ("callbacks", "success_callback", "failure_callback")
+
+
+def _gateway_fields() -> set[str]:
+    from llmctl.config.schema import Gateway  # noqa: PLC0415
+
+    return set(Gateway.model_fields)
+
+
+def _whole(value: Any) -> Any:
+    """30.0 -> 30: YAML floats for settings llmctl keeps as whole numbers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _check_owned(key: str, value: Any) -> str | None:
+    """Why llmctl's gateway.KEY cannot take `value`, or None."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from llmctl.config.schema import Gateway  # noqa: PLC0415
+
+    if key == "routing_strategy" and value not in ROUTING_STRATEGIES:
+        return (
+            f"{value!r} is not one llmctl offers ({', '.join(ROUTING_STRATEGIES)}); llmctl's default applies"
+        )
+    try:
+        Gateway.model_validate({key: value})
+    except ValidationError as exc:
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ") + "; llmctl's default applies"
+    return None
+
+
+class _Settings:
+    def __init__(self, data: dict[str, Any], mapped: set[str], report: Report) -> None:
+        self.data = data
+        self.mapped = mapped
+        self.report = report
+        self.fields = _gateway_fields()
+        self.gateway: dict[str, Any] = {}
+        self.set_by: dict[str, str] = {}  # gateway key -> the source entry that set it
+        self.passthrough: dict[str, dict[str, Any]] = {}
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def owned(self, section: str, key: str, value: Any) -> None:
+        target = OWNED[(section, key)]
+        label = f"{section}.{key}"
+        value = _whole(value)
+        if target in self.set_by:
+            if self.gateway[target] == value:
+                self.report.mapped(label, f"the same as {self.set_by[target]}", f"gateway.{target}")
+            else:
+                self.report.unmapped(
+                    label,
+                    f"{self.set_by[target]} ({self.gateway[target]!r}) is carried; "
+                    "llmctl sets one value for both",
+                )
+            return
+        problem = _check_owned(target, value)
+        if problem is not None:
+            self.report.unmapped(label, problem)
+            return
+        self.gateway[target] = value
+        self.set_by[target] = label
+        self.report.mapped(label, f"{value!r}", f"gateway.{target}")
+
+    def fallbacks(self) -> None:
+        chains: dict[str, list[str]] = {}
+        for section, key in FALLBACKS:
+            value = self.section(section).get(key)
+            if value is None:
+                continue
+            for label, source, targets in self.pairs(f"{section}.{key}", value):
+                kept = []
+                for target in targets:
+                    why = self.refuse_fallback(chains, source, target)
+                    if why:
+                        self.report.unmapped(f"{label} -> {target}", why)
+                    elif target not in kept and target not in chains.get(source, []):
+                        kept.append(target)
+                if kept:
+                    chains.setdefault(source, []).extend(kept)
+                    self.report.mapped(label, f"{source} -> {', '.join(kept)}", f"gateway.fallbacks.{source}")
+        if chains:
+            self.gateway["fallbacks"] = chains
+
+    def pairs(self, where: str, value: Any) -> list[tuple[str, str, list[str]]]:
+        """(label, source, targets) of a LiteLLM fallback list [{model: [models]}, ...]; entries
+        it cannot read, or whose source was not mapped, are reported here."""
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                self.report.unmapped(f"{where}[{i}]", "not a {model: [fallbacks]} mapping")
+                continue
+            for source, targets in item.items():
+                label = f"{where}[{i}] ({source})"
+                names = [targets] if isinstance(targets, str) else targets
+                if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
+                    self.report.unmapped(label, "its fallbacks are not a list of model names")
+                elif str(source) not in self.mapped:
+                    self.report.unmapped(label, f"{source} was not mapped (see its model_list entry)")
+                else:
+                    out.append((label, str(source), names))
+        return out
+
+    def refuse_fallback(self, chains: dict[str, list[str]], source: str, target: str) -> str | None:
+        if target not in self.mapped:
+            return f"{target} was not mapped"
+        if target == source:
+            return "a model cannot fall back to itself (llmctl refuses it)"
+        # Would source be reachable from target? Then source -> target closes a cycle.
+        seen, todo = set(), [target]
+        while todo:
+            node = todo.pop()
+            if node == source:
+                return f"{source} -> {target} would close a fallback cycle, which llmctl refuses"
+            if node not in seen:
+                seen.add(node)
+                todo.extend(chains.get(node, []))
+        return None
+
+    def model_map(self, section: str, key: str, value: Any) -> Any:
+        """A fallback-like map with only mapped ids, or None when nothing is left."""
+        label = f"{section}.{key}"
+        if key in MODEL_LISTS:
+            items = value if isinstance(value, list) else [value]
+            kept = [m for m in items if m in self.mapped]
+            for m in items:
+                if m not in self.mapped:
+                    self.report.unmapped(f"{label} -> {m}", f"{m} was not mapped")
+            return kept or None
+        out = []
+        for item_label, source, targets in self.pairs(label, value):
+            kept = [t for t in targets if t in self.mapped and t != source]
+            for t in targets:
+                if t not in kept:
+                    self.report.unmapped(f"{item_label} -> {t}", f"{t} was not mapped")
+            if kept:
+                out.append({source: kept})
+        return out or None
+
+    def carry(self, section: str, key: str, value: Any) -> None:
+        label = f"{section}.{key}"
+        if holds_secret_literal(key, value):
+            self.report.unmapped(
+                label,
+                "holds a secret written into the file; not copied (put it in secrets.env and refer to it "
+                "as os.environ/NAME in gateway.litellm)",
+            )
+            return
+        if key in MODEL_MAPS or key in MODEL_LISTS:
+            value = self.model_map(section, key, value)
+            if value is None:
+                return
+        if "litellm" not in self.fields:
+            self.report.unmapped(label, "not carried yet: this llmctl has no gateway.litellm passthrough")
+            return
+        self.passthrough.setdefault(section, {})[key] = value
+        self.report.mapped(
+            label, "passed through as LiteLLM's own setting", f"gateway.litellm.{section}.{key}"
+        )
+
+    def cache(self) -> None:
+        found = [(s, k) for s, k in sorted(CACHE_KEYS) if k in self.section(s)]
+        if not found:
+            return
+        labels = [f"{s}.{k}" for s, k in found]
+        litellm = self.section("litellm_settings")
+        raw = litellm.get("cache_params")
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        enabled = litellm.get("cache") is True
+        kind = params.get("type", "redis" if enabled else None)
+        if "cache" not in self.fields:
+            why = "not carried yet: this llmctl has no gateway.cache"
+            for label in labels:
+                self.report.unmapped(label, why + (" (Redis)" if kind == "redis" else ""))
+            return
+        if not enabled or kind != "redis":
+            for label in labels:
+                self.report.unmapped(label, f"gateway.cache takes a Redis cache; this is {kind or 'off'}")
+            return
+        cache: dict[str, Any] = {"type": "redis"}
+        if "ttl" in params:
+            cache["ttl"] = _whole(params["ttl"])
+        self.gateway["cache"] = cache
+        for label in labels:
+            if label.endswith(("cache", "cache_params")):
+                self.report.mapped(
+                    label,
+                    "a Redis cache: llmctl runs its own Redis (llmctl-redis.service, its own password); "
+                    "the source's host, port and password are not used",
+                    "gateway.cache",
+                )
+            else:
+                self.report.unmapped(label, "llmctl runs its own Redis for gateway.cache; not carried")
+
+    def callbacks(self, key: str, value: Any) -> None:
+        label = f"litellm_settings.{key}"
+        names = value if isinstance(value, list) else [value]
+        others = [n for n in names if n != "prometheus"]
+        if "prometheus" in names:
+            if "litellm_metrics" in self.fields:
+                self.gateway["litellm_metrics"] = True
+                self.report.mapped(label + " (prometheus)", "LiteLLM's metrics", "gateway.litellm_metrics")
+            else:
+                self.report.unmapped(
+                    label + " (prometheus)", "not carried yet: this llmctl has no gateway.litellm_metrics"
+                )
+        if others:
+            self.carry("litellm_settings", key, others if isinstance(value, list) else others[0])
+
+    def run(self) -> dict[str, Any]:
+        for section in SECTIONS:
+            for raw, value in self.section(section).items():
+                key = str(raw)
+                if (section, key) in OWNED:
+                    self.owned(section, key, value)
+                elif (section, key) in FALLBACKS or (section, key) in CACHE_KEYS:
+                    continue  # below, together
+                elif (section, key) in NOT_CARRIED:
+                    self.report.unmapped(f"{section}.{key}", NOT_CARRIED[(section, key)])
+                elif section == "litellm_settings" and key in CALLBACK_KEYS:
+                    self.callbacks(key, value)
+                elif (section, key) == ("litellm_settings", "drop_params") and value is True:
+                    self.report.mapped(f"{section}.{key}", "llmctl's gateway sets drop_params: true itself")
+                else:
+                    self.carry(section, key, value)
+        self.fallbacks()
+        self.cache()
+        if "litellm_metrics" in self.fields and "litellm_metrics" not in self.gateway:
+            # llmctl turns LiteLLM's prometheus callback on by default; the source had it off.
+            self.gateway["litellm_metrics"] = False
+        defaults = sorted(
+            {"routing_strategy", "num_retries", "timeout", "cooldown_time", "allowed_fails"}
+            - set(self.gateway)
+        )
+        if defaults:
+            self.report.guessed(
+                "router defaults",
+                f"the source does not set {', '.join(defaults)}: llmctl's defaults apply "
+                "(llmctl config show prints them), which may differ from LiteLLM's",
+            )
+        if self.passthrough:
+            self.gateway["litellm"] = self.passthrough
+        return self.gateway
+
+
+def import_settings(data: dict[str, Any], mapped: set[str], report: Report) -> dict[str, Any]:
+    """The gateway keys for the source's settings (model ids limited to `mapped`)."""
+    return _Settings(data, mapped, report).run()
+
+
+def drop_refused(config: dict[str, Any], report: Report) -> dict[str, Any]:
+    """Take out of gateway.litellm / gateway.cache what the strict schema refuses, reporting
+    the schema's reason in place of "mapped", until the config loads (or nothing is left to take
+    out: then the caller's validation says what is wrong)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from llmctl.config.checks import check_config  # noqa: PLC0415
+    from llmctl.config.schema import Config  # noqa: PLC0415
+
+    for _ in range(100):
+        refused: list[tuple[tuple[Any, ...], str]] = []
+        try:
+            checked = Config.model_validate(config)
+        except ValidationError as exc:
+            refused = [(tuple(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()]
+        else:
+            refused = [(p.loc, p.message) for p in check_config(checked) if p.severity == "error"]
+        refused = [
+            (loc, msg)
+            for loc, msg in refused
+            if len(loc) >= 3 and loc[:2] in (("gateway", "litellm"), ("gateway", "cache"))
+        ]
+        if not refused:
+            return config
+        for loc, msg in refused:
+            _remove(config, report, loc, msg)
+    return config
+
+
+def _remove(config: dict[str, Any], report: Report, loc: tuple[Any, ...], msg: str) -> None:
+    gateway = config["gateway"]
+    if loc[1] == "cache":
+        gateway.pop("cache", None)
+        report.replace("gateway.cache", f"gateway.cache refused it: {msg}")
+        return
+    section = gateway.get("litellm", {}).get(loc[2])
+    if len(loc) < 4 or not isinstance(section, dict):
+        gateway.pop("litellm", None)
+        report.replace("gateway.litellm.", f"gateway.litellm refused it: {msg}")
+        return
+    key = loc[3]
+    section.pop(key, None)
+    if not section:
+        gateway["litellm"].pop(loc[2])
+    if not gateway["litellm"]:
+        gateway.pop("litellm")
+    report.replace(f"gateway.litellm.{loc[2]}.{key}", f"gateway.litellm refuses it: {msg}")
