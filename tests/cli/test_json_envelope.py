@@ -93,6 +93,11 @@ FAILURES: dict[str, tuple[str, Args, int]] = {
         1,
     ),
     "an invalid config": ("validate", lambda tmp: ["--config", str(tmp / "bad.yaml"), "validate"], 2),
+    "an import from a file that is not there": (
+        "init",
+        lambda tmp: ["--config", str(tmp / "new.yaml"), "init", "--from-litellm", str(tmp / "missing.yaml")],
+        2,
+    ),
 }
 
 
