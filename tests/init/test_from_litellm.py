@@ -261,25 +261,25 @@ def test_settings_llmctl_owns_go_to_its_keys() -> None:
 def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:
     result = run()
     fields = _gateway_fields()
+    passed = result.config["gateway"].get("litellm", {})
     for key in ("router_settings.retry_policy", "router_settings.allowed_fails_policy",
                 "litellm_settings.stream_timeout", "general_settings.health_check_interval"):  # fmt: skip
         state, why = outcome(result, key)
-        if "litellm" in fields:
-            assert state == "mapped", (key, why)
-        else:
-            assert (state, why) == (
-                "unmapped",
-                "not carried yet: this llmctl has no gateway.litellm passthrough",
-            )
+        section, _, name = key.partition(".")
+        if "litellm" not in fields:
+            assert (state, why) == ("unmapped", "not carried yet: this llmctl has no gateway.litellm passthrough")
+        elif state == "mapped":
+            assert name in passed[section], key
+        else:  # the passthrough's allow-list refused it: taken out again, with its reason
+            assert why.startswith("gateway.litellm refuses it: "), (key, why)
+            assert name not in passed.get(section, {})
     for key in ("litellm_settings.cache", "litellm_settings.cache_params", "router_settings.redis_host"):
         state, why = outcome(result, key)
         if "cache" not in fields:
             assert state == "unmapped" and why.startswith("not carried yet: this llmctl has no gateway.cache")
     assert outcome(result, "litellm_settings.drop_params")[0] == "mapped"
     # Model ids in fallback-like maps are filtered like fallbacks.
-    assert outcome(
-        result, "router_settings.context_window_fallbacks[1] (llama3.1:latest) -> bedrock-claude"
-    ) == (
+    assert outcome(result, "router_settings.context_window_fallbacks[1] (llama3.1:latest) -> bedrock-claude") == (
         "unmapped",
         "bedrock-claude was not mapped",
     )

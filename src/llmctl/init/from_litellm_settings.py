@@ -324,7 +324,7 @@ def drop_refused(config: dict[str, Any], report: Report) -> dict[str, Any]:
         try:
             checked = Config.model_validate(config)
         except ValidationError as exc:
-            refused = [(tuple(e["loc"]), str(e["msg"]).removeprefix("Value error, ")) for e in exc.errors()]
+            refused = [(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
         else:
             refused = [(p.loc, p.message) for p in check_config(checked) if p.severity == "error"]
         refused = [
@@ -337,6 +337,12 @@ def drop_refused(config: dict[str, Any], report: Report) -> dict[str, Any]:
         for loc, msg in refused:
             _remove(config, report, loc, msg)
     return config
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "not a key it accepts"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _remove(config: dict[str, Any], report: Report, loc: tuple[Any, ...], msg: str) -> None:
