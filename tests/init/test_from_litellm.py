@@ -267,7 +267,10 @@ def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:
         state, why = outcome(result, key)
         section, _, name = key.partition(".")
         if "litellm" not in fields:
-            assert (state, why) == ("unmapped", "not carried yet: this llmctl has no gateway.litellm passthrough")
+            assert (state, why) == (
+                "unmapped",
+                "not carried yet: this llmctl has no gateway.litellm passthrough",
+            )
         elif state == "mapped":
             assert name in passed[section], key
         else:  # the passthrough's allow-list refused it: taken out again, with its reason
@@ -279,7 +282,9 @@ def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:
             assert state == "unmapped" and why.startswith("not carried yet: this llmctl has no gateway.cache")
     assert outcome(result, "litellm_settings.drop_params")[0] == "mapped"
     # Model ids in fallback-like maps are filtered like fallbacks.
-    assert outcome(result, "router_settings.context_window_fallbacks[1] (llama3.1:latest) -> bedrock-claude") == (
+    assert outcome(
+        result, "router_settings.context_window_fallbacks[1] (llama3.1:latest) -> bedrock-claude"
+    ) == (
         "unmapped",
         "bedrock-claude was not mapped",
     )
