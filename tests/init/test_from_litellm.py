@@ -340,3 +340,43 @@ def test_the_import_does_not_change_its_input() -> None:
     before = copy.deepcopy(data)
     run(data)
     assert data == before
+
+
+@pytest.mark.skipif("cache" not in _gateway_fields(), reason="this llmctl has no gateway.cache yet")
+def test_a_redis_cache_maps_to_gateway_cache() -> None:
+    result = run()
+    assert result.config["gateway"]["cache"] == {"type": "redis", "ttl": 3600}
+    state, why = outcome(result, "litellm_settings.cache_params")
+    assert state == "mapped" and "carried: ttl; not used: host, password, port" in why
+    assert outcome(result, "router_settings.redis_host")[0] == "unmapped"
+    parse_config(render_import(result))
+    # What gateway.cache refuses is taken out alone, with its reason.
+    data = workstation()
+    data["litellm_settings"]["cache_params"] |= {"mode": "sometimes", "namespace": "litellm.prod"}
+    result = run(data)
+    assert result.config["gateway"]["cache"] == {"type": "redis", "ttl": 3600, "namespace": "litellm.prod"}
+    assert outcome(result, "litellm_settings.cache_params.mode")[0] == "unmapped"
+
+
+@pytest.mark.skipif("cache" in _gateway_fields(), reason="this llmctl has gateway.cache")
+def test_a_redis_cache_is_reported_as_not_carried_yet() -> None:
+    result = run()
+    assert "cache" not in result.config["gateway"]
+    for key in ("litellm_settings.cache", "litellm_settings.cache_params", "router_settings.redis_password"):
+        assert outcome(result, key) == (
+            "unmapped",
+            "not carried yet: this llmctl has no gateway.cache (Redis)",
+        )
+
+
+@pytest.mark.skipif("litellm_metrics" not in _gateway_fields(), reason="no gateway.litellm_metrics yet")
+def test_the_prometheus_callback_maps_to_litellm_metrics() -> None:
+    assert run().config["gateway"]["litellm_metrics"] is False  # the source has none
+    data = source(entry("a", "openai/a"), litellm_settings={"callbacks": ["prometheus", "langfuse"]})
+    result = run(data)
+    assert result.config["gateway"]["litellm_metrics"] is True
+    assert outcome(result, "litellm_settings.callbacks (prometheus)")[0] == "mapped"
+    assert result.config["gateway"].get("litellm", {}).get("litellm_settings", {}).get("callbacks") in (
+        ["langfuse"],
+        None,  # the passthrough may refuse it: then it is reported
+    )

@@ -123,7 +123,12 @@ def test_routes_fallbacks_and_settings_match_the_source() -> None:
         if e.outcome == "unmapped" or e.to is None or not e.to.startswith("gateway."):
             continue
         section, _, key = e.entry.partition(".")
-        if e.to.startswith("gateway.litellm."):
+        if e.to == "gateway.cache":  # LiteLLM's cache, in llmctl's Redis, with the source's ttl
+            assert gateway["litellm_settings"]["cache"] is True
+            params = gateway["litellm_settings"]["cache_params"]
+            assert params["type"] == "redis"
+            assert params["ttl"] == source["litellm_settings"]["cache_params"]["ttl"]
+        elif e.to.startswith("gateway.litellm."):
             _, _, where, name = e.to.split(".", 3)
             want = source[section][key]
             if name.endswith("fallbacks"):  # fallback-like maps: the carried models only

@@ -57,6 +57,8 @@ CACHE_KEYS = {
     *(("router_settings", k) for k in ("redis_host", "redis_port", "redis_password", "redis_url")),
 }
 CALLBACK_KEYS = ("callbacks", "success_callback", "failure_callback")
+# cache_params keys gateway.cache takes under the same name.
+CACHE_PARAMS = ("ttl", "mode", "namespace")
 
 
 def _gateway_fields() -> set[str]:
@@ -240,17 +242,18 @@ class _Settings:
                 self.report.unmapped(label, f"gateway.cache takes a Redis cache; this is {kind or 'off'}")
             return
         cache: dict[str, Any] = {"type": "redis"}
-        if "ttl" in params:
-            cache["ttl"] = _whole(params["ttl"])
+        carried = [k for k in CACHE_PARAMS if k in params]
+        cache |= {k: _whole(params[k]) for k in carried}
+        unused = sorted(set(params) - {"type", *carried})
         self.gateway["cache"] = cache
+        why = "a Redis response cache: llmctl runs its own Redis (llmctl-redis.service, its own password)"
+        if carried:
+            why += f"; carried: {', '.join(carried)}"
+        if unused:
+            why += f"; not used: {', '.join(unused)}"
         for label in labels:
             if label.endswith(("cache", "cache_params")):
-                self.report.mapped(
-                    label,
-                    "a Redis cache: llmctl runs its own Redis (llmctl-redis.service, its own password); "
-                    "the source's host, port and password are not used",
-                    "gateway.cache",
-                )
+                self.report.mapped(label, why, "gateway.cache")
             else:
                 self.report.unmapped(label, "llmctl runs its own Redis for gateway.cache; not carried")
 
@@ -290,6 +293,12 @@ class _Settings:
         if "litellm_metrics" in self.fields and "litellm_metrics" not in self.gateway:
             # llmctl turns LiteLLM's prometheus callback on by default; the source had it off.
             self.gateway["litellm_metrics"] = False
+            self.report.mapped(
+                "litellm_settings.callbacks (no prometheus)",
+                "the source has no prometheus callback; llmctl's default is on (set it for LiteLLM's "
+                "/metrics)",
+                "gateway.litellm_metrics",
+            )
         defaults = sorted(
             {"routing_strategy", "num_retries", "timeout", "cooldown_time", "allowed_fails"}
             - set(self.gateway)
@@ -348,8 +357,13 @@ def _reason(error: Any) -> str:
 def _remove(config: dict[str, Any], report: Report, loc: tuple[Any, ...], msg: str) -> None:
     gateway = config["gateway"]
     if loc[1] == "cache":
-        gateway.pop("cache", None)
-        report.replace("gateway.cache", f"gateway.cache refused it: {msg}")
+        cache = gateway.get("cache", {})
+        if len(loc) >= 3 and loc[2] != "type" and loc[2] in cache:
+            cache.pop(loc[2])
+            report.unmapped(f"litellm_settings.cache_params.{loc[2]}", f"gateway.cache refuses it: {msg}")
+        else:
+            gateway.pop("cache", None)
+            report.replace("gateway.cache", f"gateway.cache refused it: {msg}")
         return
     section = gateway.get("litellm", {}).get(loc[2])
     if len(loc) < 4 or not isinstance(section, dict):
