@@ -254,8 +254,14 @@ def test_settings_llmctl_owns_go_to_its_keys() -> None:
     assert result.config["gateway"]["num_retries"] == 4
     assert "router_settings.num_retries (4) is carried" in outcome(result, "litellm_settings.num_retries")[1]
     assert "greater than or equal to 1" in outcome(result, "litellm_settings.request_timeout")[1]
-    state, why = outcome(result, "router defaults")
-    assert state == "guessed" and "allowed_fails, cooldown_time, routing_strategy, timeout" in why
+    # What the source leaves unset keeps LiteLLM's default where llmctl's would differ.
+    assert result.config["gateway"]["timeout"] == 6000  # LiteLLM's request_timeout
+    assert result.config["gateway"]["cooldown_time"] == 5
+    assert "allowed_fails" not in result.config["gateway"]  # the same in both: 3
+    assert outcome(result, "router_settings.cooldown_time (not set)") == (
+        "mapped",
+        "LiteLLM's default 5 kept (llmctl's own default is 30)",
+    )
 
 
 def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:

@@ -141,6 +141,23 @@ def test_routes_fallbacks_and_settings_match_the_source() -> None:
             assert gateway["litellm_settings"]["request_timeout"] == settings[key]
 
 
+# LiteLLM 1.106.2's own values for router settings its config leaves out (litellm/router.py).
+LITELLM_EFFECTIVE = {"routing_strategy": "simple-shuffle", "num_retries": 2, "timeout": 6000.0,
+                     "cooldown_time": 5, "allowed_fails": 3}  # fmt: skip
+
+
+def test_router_settings_left_out_behave_as_litellm_would() -> None:
+    source = {
+        "model_list": [{"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
+        "router_settings": {"cooldown_time": 12},
+    }
+    _, gateway = rendered(run(source))
+    router = gateway["router_settings"]
+    want = LITELLM_EFFECTIVE | source["router_settings"]
+    assert {k: router[k] for k in want} == want
+    assert gateway["litellm_settings"]["request_timeout"] == LITELLM_EFFECTIVE["timeout"]
+
+
 def test_routes_match_for_entries_with_literal_keys_and_odd_spellings() -> None:
     source = {
         "model_list": [

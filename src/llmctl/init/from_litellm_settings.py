@@ -37,6 +37,17 @@ OWNED = {
     ("router_settings", "cooldown_time"): "cooldown_time",
     ("router_settings", "allowed_fails"): "allowed_fails",
 }
+# What LiteLLM 1.106.2's proxy uses for them when its config says nothing (litellm/router.py:
+# num_retries openai.DEFAULT_MAX_RETRIES, allowed_fails litellm.allowed_fails, cooldown_time
+# DEFAULT_COOLDOWN_TIME_SECONDS, timeout litellm.request_timeout = DEFAULT_REQUEST_TIMEOUT_SECONDS).
+# Where llmctl's default differs, the import writes LiteLLM's, so that behaviour is unchanged.
+LITELLM_DEFAULTS = {
+    "routing_strategy": "simple-shuffle",
+    "num_retries": 2,
+    "timeout": 6000,
+    "cooldown_time": 5,
+    "allowed_fails": 3,
+}
 FALLBACKS = (("router_settings", "fallbacks"), ("litellm_settings", "fallbacks"))
 # Lists of {model: [models]} (or of models) that the passthrough carries, filtered to mapped ids.
 MODEL_MAPS = ("context_window_fallbacks", "content_policy_fallbacks")
@@ -272,6 +283,21 @@ class _Settings:
         if others:
             self.carry("litellm_settings", key, others if isinstance(value, list) else others[0])
 
+    def defaults(self) -> None:
+        """For what the source leaves unset, LiteLLM's default where llmctl's differs."""
+        from llmctl.config.schema import Gateway  # noqa: PLC0415
+
+        for key, litellm_default in LITELLM_DEFAULTS.items():
+            ours = Gateway.model_fields[key].default
+            if key in self.gateway or ours == litellm_default:
+                continue
+            self.gateway[key] = litellm_default
+            self.report.mapped(
+                f"router_settings.{key} (not set)",
+                f"LiteLLM's default {litellm_default!r} kept (llmctl's own default is {ours!r})",
+                f"gateway.{key}",
+            )
+
     def run(self) -> dict[str, Any]:
         for section in SECTIONS:
             for raw, value in self.section(section).items():
@@ -299,16 +325,7 @@ class _Settings:
                 "/metrics)",
                 "gateway.litellm_metrics",
             )
-        defaults = sorted(
-            {"routing_strategy", "num_retries", "timeout", "cooldown_time", "allowed_fails"}
-            - set(self.gateway)
-        )
-        if defaults:
-            self.report.guessed(
-                "router defaults",
-                f"the source does not set {', '.join(defaults)}: llmctl's defaults apply "
-                "(llmctl config show prints them), which may differ from LiteLLM's",
-            )
+        self.defaults()
         if self.passthrough:
             self.gateway["litellm"] = self.passthrough
         return self.gateway
