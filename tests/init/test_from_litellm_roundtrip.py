@@ -147,13 +147,14 @@ LITELLM_EFFECTIVE = {"routing_strategy": "simple-shuffle", "num_retries": 2, "ti
 
 
 def test_router_settings_left_out_behave_as_litellm_would() -> None:
+    set_here: dict[str, Any] = {"cooldown_time": 12}
     source = {
         "model_list": [{"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
-        "router_settings": {"cooldown_time": 12},
+        "router_settings": set_here,
     }
     _, gateway = rendered(run(source))
     router = gateway["router_settings"]
-    want = LITELLM_EFFECTIVE | source["router_settings"]
+    want = LITELLM_EFFECTIVE | set_here
     assert {k: router[k] for k in want} == want
     assert gateway["litellm_settings"]["request_timeout"] == LITELLM_EFFECTIVE["timeout"]
 
