@@ -100,6 +100,7 @@ def test_keys_literal_moved_environment_kept() -> None:
         "provider": "azure",
         "model": "gpt-4o-prod",
         "api_base": "https://contoso.openai.azure.com/",
+        "api_version": "2024-10-21",
         "api_key_env": "AZURE_API_KEY",
     }
     assert models["deepseek-chat"]["remote"]["model"] == "deepseek/deepseek-chat"
@@ -169,6 +170,7 @@ def test_entries_that_cannot_be_models() -> None:
         entry("env-base", "openai/x", api_base="os.environ/MY_BASE"),
         entry("noprefix", "some-model"),
         entry("gpt-4.1", "gpt-4.1"),
+        entry("azure-odd", "azure/x", api_base="https://x.openai.azure.com", api_version="2024 10 21"),
         entry("two-ggufs", "openai/qwen", api_base="http://localhost:8080/v1"),
     )
     found = detection(
@@ -187,7 +189,8 @@ def test_entries_that_cannot_be_models() -> None:
     assert "no provider prefix" in outcome(result, "model_list[6]")[1]
     assert outcome(result, "model_list[7]")[0] == "guessed"  # gpt-* is OpenAI's
     assert result.config["models"]["gpt-4.1"]["remote"]["provider"] == "openai"
-    assert "2 GGUF files here match 'qwen'" in outcome(result, "model_list[8]")[1]
+    assert "api_version is not one llmctl can write" in outcome(result, "model_list[8]")[1]
+    assert "2 GGUF files here match 'qwen'" in outcome(result, "model_list[9]")[1]
     assert set(result.config["models"]) == {"gpt-4o", "gpt-4.1"}
 
 

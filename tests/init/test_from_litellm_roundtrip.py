@@ -68,6 +68,7 @@ def check_routes(source: dict[str, Any], result: Import, secrets: dict[str, str]
         if config.models[model_id].remote is not None:
             assert got["model"] == params["model"]
             assert got.get("api_base") == params.get("api_base")
+            assert got.get("api_version") == params.get("api_version")
             key = params.get("api_key")
             if key is None:
                 assert "api_key" not in got

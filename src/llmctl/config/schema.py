@@ -174,6 +174,13 @@ class RemoteModel(Strict):
         default=None,
         description="Name of the variable holding the key, set in secrets.env (never the key).",
     )
+    api_version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")] | None = (
+        Field(
+            default=None,
+            description="The provider's API version (Azure OpenAI's api_version, e.g. 2024-10-21); "
+            "unset: LiteLLM's default.",
+        )
+    )
 
 
 class Model(Strict):

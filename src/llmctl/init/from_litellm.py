@@ -42,6 +42,9 @@ LLAMA_KINDS = ("llama-server", "llama-cpp-python")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 PROVIDER = re.compile(r"^[a-z0-9_]{1,40}$")
 API_BASE = re.compile(r"^https?://[^\s]+$")
+API_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+# What llmctl's remote models carry of an entry's litellm_params.
+REMOTE_KEYS = ("model", "api_base", "api_key", "api_version")
 # Parameters of an entry that tune a deployment but do not decide where a request goes:
 # left out (reported) without losing the route.
 TUNING = frozenset(
@@ -283,50 +286,61 @@ class _Importer:
         guessed = ""
         if not provider:
             provider = next((p for prefixes, p in UNNAMED_PREFIXES.items() if model.startswith(prefixes)), "")
-            if not provider:
-                self.report.unmapped(label, f"'{model}' has no provider prefix (openai/, anthropic/, ...)")
-                return
-            guessed = f"no provider prefix: {provider}/ from the model's name"
-        if not PROVIDER.match(provider):
-            self.report.unmapped(label, f"provider '{provider}' is not one llmctl can name (a-z, 0-9, _)")
-            return
-        unknown = [k for k in params if k not in ("model", "api_base", "api_key", *TUNING)]
-        if unknown:
-            self.report.unmapped(
-                label,
-                f"it sets {', '.join(sorted(unknown))}, which llmctl's remote models do not carry "
-                "(provider, model, api_base and a key's variable); without them the route would differ",
-            )
+            guessed = f"no provider prefix: {provider}/ from the model's name" if provider else ""
+        problem = self.remote_problem(provider, model, params)
+        if problem is not None:
+            self.report.unmapped(label, problem)
             return
         remote: dict[str, Any] = {"provider": provider, "model": model}
+        why = [f"{provider}/{model}" + (f" at {api_base}" if api_base else "")]
         if api_base is not None:
             remote["api_base"] = api_base
-        why = [f"{provider}/{model}" + (f" at {api_base}" if api_base else "")]
+        if params.get("api_version") is not None:
+            remote["api_version"] = params["api_version"]
+            why.append(f"api_version {params['api_version']}")
         key = params.get("api_key")
         ref = env_reference(key)
         if ref is not None:
-            if not ENV_NAME.match(ref):
-                self.report.unmapped(label, f"os.environ/{ref} is not a variable name llmctl can use")
-                return
             remote["api_key_env"] = ref
             why.append(f"key from {ref}")
         elif key is not None and str(key).strip():
-            from llmctl.secrets import env_file_writable  # noqa: PLC0415
-
-            if not isinstance(key, str) or not env_file_writable(key):
-                self.report.unmapped(label, "its literal api_key cannot be written to secrets.env (not kept)")
-                return
-            var = self.secret_name(provider, key)
-            remote["api_key_env"] = var
-            why.append(f"its literal key moved to secrets.env as {var}")
+            remote["api_key_env"] = self.secret_name(provider, str(key))
+            why.append(f"its literal key moved to secrets.env as {remote['api_key_env']}")
         else:
             why.append("no api_key: LiteLLM reads the provider's usual variable; set it in secrets.env")
-        tuning = self.dropped_params(params, {"model", "api_base", "api_key"})
+        tuning = self.dropped_params(params, set(REMOTE_KEYS))
         if tuning:
             why.append(f"not carried: {', '.join(tuning)} (llmctl has no per-deployment settings)")
         self.add_model(label, name, {"remote": remote})
         text = "; ".join([*([guessed] if guessed else []), *why])
         (self.report.guessed if guessed else self.report.mapped)(label, text, f"models.{name}")
+
+    @staticmethod
+    def remote_problem(provider: str, model: str, params: dict[str, Any]) -> str | None:
+        """Why a provider's entry cannot be an llmctl remote model, or None."""
+        from llmctl.secrets import env_file_writable  # noqa: PLC0415
+
+        if not provider:
+            return f"'{model}' has no provider prefix (openai/, anthropic/, ...)"
+        if not PROVIDER.match(provider):
+            return f"provider '{provider}' is not one llmctl can name (a-z, 0-9, _)"
+        unknown = [k for k in params if k not in (*REMOTE_KEYS, *TUNING)]
+        if unknown:
+            return (
+                f"it sets {', '.join(sorted(unknown))}, which llmctl's remote models do not carry "
+                "(provider, model, api_base, api_version and a key's variable); without them the route "
+                "would differ"
+            )
+        version = params.get("api_version")
+        if version is not None and not (isinstance(version, str) and API_VERSION.match(version)):
+            return "its api_version is not one llmctl can write (letters, digits, ._-)"
+        key = params.get("api_key")
+        ref = env_reference(key)
+        if ref is not None and not ENV_NAME.match(ref):
+            return f"os.environ/{ref} is not a variable name llmctl can use"
+        if ref is None and key is not None and not (isinstance(key, str) and env_file_writable(key)):
+            return "its literal api_key cannot be written to secrets.env (not kept)"
+        return None
 
     # -- local ----------------------------------------------------------------------------------
 

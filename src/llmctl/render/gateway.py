@@ -152,6 +152,8 @@ def _params(config: Config, model_id: str, addresses: Mapping[str, tuple[str, in
             params["api_base"] = model.remote.api_base
         if model.remote.api_key_env:
             params["api_key"] = f"os.environ/{model.remote.api_key_env}"
+        if model.remote.api_version:
+            params["api_version"] = model.remote.api_version
         return params
     assert model.backend is not None
     backend = config.backends[model.backend]
