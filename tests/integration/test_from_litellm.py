@@ -10,6 +10,7 @@ stopped, `llmctl up` must serve both models under their LiteLLM names through th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,19 @@ class Machine:
         )  # fmt: skip
 
 
+def effective(machine: Machine, config: Path) -> dict[str, Any]:
+    """What LiteLLM's Router takes from `config` (tests/integration/litellm_effective.py)."""
+    python = machine.provisioned.env["LLMCTL_TEST_LITELLM_PYTHON"]
+    script = Path(__file__).with_name("litellm_effective.py")
+    done = subprocess.run(
+        [python, str(script), str(config)], capture_output=True, text=True, timeout=300, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(machine.root / "home"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
 @pytest.fixture(scope="module")
 def machine(
     user_manager: UserManager,
@@ -159,6 +173,13 @@ def test_a_migration_from_litellm(machine: Machine, user_manager: UserManager) -
     validated = machine.run("validate")
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "LiteLLM accepts the rendered gateway.yaml" in validated.stdout
+
+    # LiteLLM itself, loading each file as its proxy does, ends up with the same router settings.
+    rendered = machine.root / "rendered"
+    assert machine.run("render", "--out", str(rendered)).returncode == 0
+    before = effective(machine, machine.source)
+    after = effective(machine, rendered / "llmctl" / "gateway.yaml")
+    assert after == before
 
     # The user stops their own servers; llmctl runs them from now on, on the same ports.
     machine.stop_servers()

@@ -22,7 +22,7 @@ ports, and the secrets already in secrets.env; writing is the caller's (`llmctl.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,17 @@ from urllib.parse import urlsplit
 
 from llmctl.init.detection import Detection
 from llmctl.init.litellm_source import ENV_NAME, Report, ReportEntry, env_reference
+from llmctl.init.local_servers import (
+    OWNER_KINDS,
+    PORT_KINDS,
+    PROVIDER_KINDS,
+    Probe,
+    Served,
+    no_probe,
+    probe_port,
+)
 from llmctl.init.starter import BACKEND_NAMES
 
-# The port each backend kind listens on by default, as users run them behind LiteLLM.
-PORT_KINDS = {11434: "ollama", 8000: "llama-cpp-python", 8080: "llama-server", 8001: "vllm"}
-# /v1/models' owned_by, per server: llama-server "llamacpp", llama-cpp-python "me", vLLM "vllm".
-OWNER_KINDS = {"llamacpp": "llama-server", "me": "llama-cpp-python", "vllm": "vllm", "library": "ollama"}
-# Provider prefixes that name a local server kind by themselves.
-PROVIDER_KINDS = {"ollama": "ollama", "ollama_chat": "ollama", "hosted_vllm": "vllm"}
 LLAMA_KINDS = ("llama-server", "llama-cpp-python")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 PROVIDER = re.compile(r"^[a-z0-9_]{1,40}$")
@@ -57,55 +60,6 @@ TUNING = frozenset(
 # Dummy keys people give local servers that want none.
 NO_KEY = frozenset({"", "none", "null", "not-needed", "not_needed", "no-key", "sk-no-key", "dummy", "x"})
 UNNAMED_PREFIXES = {("gpt-", "o1", "o3", "o4-", "chatgpt-"): "openai", ("claude-",): "anthropic"}
-
-
-@dataclass(frozen=True)
-class Served:
-    """What a local server said about itself: the owner of its models and their names/paths."""
-
-    kind: str | None  # from owned_by; None when it did not say
-    models: tuple[str, ...]  # /v1/models ids and roots, llama-server's /props model_path
-
-
-Probe = Callable[[int], Served | None]
-
-
-def no_probe(port: int) -> Served | None:
-    return None
-
-
-def probe_port(port: int, timeout: float = 1.0) -> Served | None:
-    """Ask what answers on 127.0.0.1:PORT: /v1/models (its owner and model names or paths),
-    and llama-server's /props (the GGUF it loaded). None when nothing answers there."""
-    from llmctl.backends.http import HttpError, LoopbackClient  # noqa: PLC0415
-
-    base = f"http://127.0.0.1:{port}"
-    names: list[str] = []
-    kind = None
-    with LoopbackClient(timeout) as client:
-        try:
-            response = client.get(base + "/v1/models")
-        except HttpError:
-            return None
-        try:
-            data = response.json() if response.status_code == 200 else {}
-        except ValueError:
-            data = {}
-        for model in data.get("data", []) if isinstance(data, dict) else []:
-            if not isinstance(model, dict):
-                continue
-            kind = kind or OWNER_KINDS.get(str(model.get("owned_by")))
-            names += [str(model[k]) for k in ("id", "root") if isinstance(model.get(k), str)]
-        if kind in (None, "llama-server"):
-            try:
-                props = client.get(base + "/props")
-                path = props.json().get("model_path") if props.status_code == 200 else None
-            except (HttpError, ValueError, AttributeError):
-                path = None
-            if isinstance(path, str) and path:
-                kind = kind or "llama-server"
-                names.append(path)
-    return Served(kind, tuple(dict.fromkeys(names)))
 
 
 @dataclass
@@ -565,4 +519,4 @@ def render_import(result: Import) -> str:
     return "\n".join(lines) + "\n" + body
 
 
-__all__ = ["Import", "Probe", "Served", "import_litellm", "no_probe", "render_import"]
+__all__ = ["Import", "Probe", "Served", "import_litellm", "no_probe", "probe_port", "render_import"]
