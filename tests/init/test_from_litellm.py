@@ -389,3 +389,14 @@ def test_the_prometheus_callback_maps_to_litellm_metrics() -> None:
         ["langfuse"],
         None,  # the passthrough may refuse it: then it is reported
     )
+
+
+def test_drop_params_left_unset_keeps_litellms_default() -> None:
+    result = run(source(entry("a", "openai/a")))
+    state, why = outcome(result, "litellm_settings.drop_params (not set)")
+    if "litellm" in _gateway_fields():
+        assert state == "mapped" and "LiteLLM's default false kept" in why
+        assert result.config["gateway"]["litellm"]["litellm_settings"]["drop_params"] is False
+    else:
+        assert state == "guessed"
+    assert "drop_params (not set)" not in json.dumps(run().as_dict())  # the workstation sets it

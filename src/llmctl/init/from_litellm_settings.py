@@ -298,6 +298,22 @@ class _Settings:
                 f"gateway.{key}",
             )
 
+    def drop_params_default(self) -> None:
+        """llmctl's gateway.yaml says drop_params: true; LiteLLM's default is false."""
+        if "drop_params" in self.section("litellm_settings"):
+            return
+        label = "litellm_settings.drop_params (not set)"
+        if "litellm" in self.fields:
+            self.passthrough.setdefault("litellm_settings", {})["drop_params"] = False
+            self.report.mapped(
+                label,
+                "LiteLLM's default false kept (llmctl's own gateway.yaml says true: unsupported "
+                "parameters dropped instead of refused)",
+                "gateway.litellm.litellm_settings.drop_params",
+            )
+        else:
+            self.report.guessed(label, "llmctl's gateway sets drop_params: true (LiteLLM's default is false)")
+
     def run(self) -> dict[str, Any]:
         for section in SECTIONS:
             for raw, value in self.section(section).items():
@@ -326,6 +342,7 @@ class _Settings:
                 "gateway.litellm_metrics",
             )
         self.defaults()
+        self.drop_params_default()
         if self.passthrough:
             self.gateway["litellm"] = self.passthrough
         return self.gateway
