@@ -245,15 +245,14 @@ def test_settings_llmctl_owns_go_to_its_keys() -> None:
     assert gateway["cooldown_time"] == 60 and isinstance(gateway["cooldown_time"], int)
     data = source(
         entry("a", "openai/a"),
-        router_settings={"routing_strategy": "usage-based-routing-v2", "num_retries": 4},
+        router_settings={"routing_strategy": "round-robin", "num_retries": 4},
         litellm_settings={"num_retries": 1, "request_timeout": 0},
     )
     result = run(data)
     assert "routing_strategy" not in result.config["gateway"]
-    assert (
-        "'usage-based-routing-v2' is not one llmctl offers"
-        in outcome(result, "router_settings.routing_strategy")[1]
-    )
+    state, why = outcome(result, "router_settings.routing_strategy")
+    assert state == "unmapped" and why.startswith("Input should be 'simple-shuffle'")
+    assert why.endswith("; not carried")
     assert result.config["gateway"]["num_retries"] == 4
     assert "router_settings.num_retries (4) is carried" in outcome(result, "litellm_settings.num_retries")[1]
     assert "greater than or equal to 1" in outcome(result, "litellm_settings.request_timeout")[1]

@@ -22,11 +22,11 @@ one reported); a fallback that would close a cycle, which llmctl refuses, is dro
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from llmctl.init.litellm_source import SECTIONS, Report, holds_secret_literal
 
-ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing")
 # (section, key) -> the llmctl gateway key that sets it.
 OWNED = {
     ("router_settings", "routing_strategy"): "routing_strategy",
@@ -89,14 +89,10 @@ def _check_owned(key: str, value: Any) -> str | None:
 
     from llmctl.config.schema import Gateway  # noqa: PLC0415
 
-    if key == "routing_strategy" and value not in ROUTING_STRATEGIES:
-        return (
-            f"{value!r} is not one llmctl offers ({', '.join(ROUTING_STRATEGIES)}); llmctl's default applies"
-        )
     try:
         Gateway.model_validate({key: value})
     except ValidationError as exc:
-        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ") + "; llmctl's default applies"
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ") + "; not carried"
     return None
 
 
@@ -356,30 +352,41 @@ def import_settings(data: dict[str, Any], mapped: set[str], report: Report) -> d
 def drop_refused(config: dict[str, Any], report: Report) -> dict[str, Any]:
     """Take out of gateway.litellm / gateway.cache what the strict schema refuses, reporting
     the schema's reason in place of "mapped", until the config loads (or nothing is left to take
-    out: then the caller's validation says what is wrong)."""
+    out: then the caller's validation says what is wrong).
+
+    Each passthrough key is tried alone first: a refusal the schema words for its section (a key
+    LiteLLM reads from another one, say) then takes out that key only, not the section."""
+    passthrough = config["gateway"].get("litellm") or {}
+    for section, keys in list(passthrough.items()):
+        for key in list(keys):
+            alone = copy.deepcopy(config)
+            alone["gateway"]["litellm"] = {section: {key: keys[key]}}
+            problem = _first_problem(alone, ("gateway", "litellm"))
+            if problem is not None:
+                _remove(config, report, ("gateway", "litellm", section, key), problem[1])
+    for _ in range(100):
+        problem = _first_problem(config, ("gateway", "litellm"), ("gateway", "cache"))
+        if problem is None:
+            return config
+        _remove(config, report, *problem)
+    return config
+
+
+def _first_problem(config: dict[str, Any], *under: tuple[str, str]) -> tuple[tuple[Any, ...], str] | None:
+    """The first (loc, reason) the strict schema or the cross-field checks find under `under`."""
     from pydantic import ValidationError  # noqa: PLC0415
 
     from llmctl.config.checks import check_config  # noqa: PLC0415
     from llmctl.config.schema import Config  # noqa: PLC0415
 
-    for _ in range(100):
-        refused: list[tuple[tuple[Any, ...], str]] = []
-        try:
-            checked = Config.model_validate(config)
-        except ValidationError as exc:
-            refused = [(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
-        else:
-            refused = [(p.loc, p.message) for p in check_config(checked) if p.severity == "error"]
-        refused = [
-            (loc, msg)
-            for loc, msg in refused
-            if len(loc) >= 3 and loc[:2] in (("gateway", "litellm"), ("gateway", "cache"))
-        ]
-        if not refused:
-            return config
-        for loc, msg in refused:
-            _remove(config, report, loc, msg)
-    return config
+    try:
+        checked = Config.model_validate(config)
+    except ValidationError as exc:
+        found = [(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
+    else:
+        found = [(p.loc, p.message) for p in check_config(checked) if p.severity == "error"]
+    ours = [(loc, msg) for loc, msg in found if len(loc) >= 2 and tuple(loc[:2]) in under]
+    return ours[0] if ours else None
 
 
 def _reason(error: Any) -> str:
@@ -399,7 +406,7 @@ def _remove(config: dict[str, Any], report: Report, loc: tuple[Any, ...], msg: s
             gateway.pop("cache", None)
             report.replace("gateway.cache", f"gateway.cache refused it: {msg}")
         return
-    section = gateway.get("litellm", {}).get(loc[2])
+    section = gateway.get("litellm", {}).get(loc[2]) if len(loc) >= 3 else None
     if len(loc) < 4 or not isinstance(section, dict):
         gateway.pop("litellm", None)
         report.replace("gateway.litellm.", f"gateway.litellm refused it: {msg}")
