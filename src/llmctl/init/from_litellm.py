@@ -41,7 +41,6 @@ from llmctl.init.local_servers import (
 )
 from llmctl.init.starter import BACKEND_NAMES
 
-LLAMA_KINDS = ("llama-server", "llama-cpp-python")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 PROVIDER = re.compile(r"^[a-z0-9_]{1,40}$")
 API_BASE = re.compile(r"^https?://[^\s]+$")
