@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import Provisioned, UserManager, free_port, json_result
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, json_result
 
-LLMCTL = [sys.executable, "-m", "llmctl"]
 CLOUD_KEY = "sk-integration-LITERAL-0123456789abcdef"
 
 
