@@ -170,3 +170,67 @@ def test_threads_may_share_one_client(server: Server) -> None:
     finally:
         other.shutdown()
         other.server_close()
+
+
+@contextlib.contextmanager
+def canned(*answers: bytes) -> Iterator[tuple[str, list[bytes]]]:
+    """A server that reads one request per connection and writes the next canned answer, then
+    closes: the framings and failures a real server may send, byte for byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                requests.append(data)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_chunked_eof_framed_interim_and_http10_answers_are_read_whole() -> None:
+    answers = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+        b'4;ext=1\r\n{"a"\r\n6\r\n: [1]}\r\n0\r\nTrailer: x\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"framed": "by EOF"}',
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.0 204 No Content\r\n\r\n",
+    )
+    with canned(*answers) as (url, requests), LoopbackClient(5.0) as client:
+        chunked = client.get(f"{url}/a")
+        eof = client.get(f"{url}/b")
+        interim = client.post(f"{url}/c", json={"x": 1})
+        empty = client.get(f"{url}/d")
+    assert (chunked.status_code, chunked.json(), chunked.headers["x-a"]) == (200, {"a": [1]}, "1")
+    assert eof.json() == {"framed": "by EOF"}
+    assert (interim.status_code, interim.json()) == (503, {})
+    assert (empty.status_code, empty.content) == (204, b"")
+    head = requests[2].partition(b"\r\n\r\n")[0]
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /c HTTP/1.1"
+    assert f"Host: {url.removeprefix('http://')}" in lines and "Content-Length: 8" in lines
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"", "closed connection without response"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "bad status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", "ended after 2 of 10 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+    ],
+)
+def test_what_is_not_a_whole_answer_is_an_error(answer: bytes, error: str) -> None:
+    with canned(answer) as (url, _), LoopbackClient(5.0) as client, pytest.raises(HttpError, match=error):
+        client.get(f"{url}/health")

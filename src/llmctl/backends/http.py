@@ -1,12 +1,15 @@
-"""A small HTTP/1.1 client for llmctl's probes of local servers, on the standard library.
+"""A small HTTP/1.1 client for llmctl's probes of local servers, on plain sockets.
 
 Probes are on every start's path: each unit's readiness gate (`python -m llmctl wait-ready`)
 runs one, and `up`, `switch` and `status` run several. httpx costs ~70 ms to import here (it
 pulls in its command-line module, click and pygments among them) and ~25 ms to build a
-client, which was most of the gate's start-up. Probes need none of what httpx adds: they speak
-plain HTTP to addresses from the config (no TLS, no proxies, no redirects, no streaming), so
-this client is http.client with keep-alive, a timeout per request, JSON bodies, and the
-backends' API keys (`KeyRing`: `Authorization: Bearer`, read again after a 401).
+client; the standard library's `http.client` ~20 ms (it imports `ssl` and the `email`
+parser), a tenth of a `status`. Probes need none of that: they speak plain HTTP to addresses
+from the config (no TLS, no proxies, no redirects, no streaming), so this client writes the
+request itself and reads the answer with `_read_response` (a status line, headers, and a body
+framed by Content-Length, chunks or the end of the connection), with keep-alive, a timeout
+per request, JSON bodies, and the backends' API keys (`KeyRing`: `Authorization: Bearer`,
+read again after a 401).
 
 Adapters accept anything shaped like it (`HttpClient`): tests may hand in an httpx client with
 a mock transport. The supervisor probes through it too, without keep-alive (`keep_alive=False`).
@@ -14,8 +17,8 @@ a mock transport. The supervisor probes through it too, without keep-alive (`kee
 
 from __future__ import annotations
 
-import http.client
 import json as jsonlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +28,8 @@ from urllib.parse import urlencode, urlsplit
 
 Origin = tuple[str, str, int]
 RELOAD_INTERVAL = 1.0  # a server that keeps answering 401 does not make every request read files
+MAX_LINE = 64 * 1024  # a status or header line (http.client's limit too)
+MAX_HEADERS = 100
 
 
 class HttpError(Exception):
@@ -37,6 +42,14 @@ class ConnectFailed(HttpError):
 
 class TimedOut(HttpError):
     pass
+
+
+class _Closed(ConnectionError):
+    """The server closed the connection before answering (a kept-alive one it timed out)."""
+
+
+class _Malformed(Exception):
+    """An answer that is not HTTP/1.x as this client reads it."""
 
 
 class SentRequest(Protocol):
@@ -143,7 +156,7 @@ class LoopbackClient:
         # The supervisor probes every few seconds for ever: a kept-alive idle connection would
         # hold one of llama-server's fixed HTTP threads between its probes.
         self.keep_alive = keep_alive
-        self._connections: dict[Origin, http.client.HTTPConnection] = {}
+        self._connections: dict[Origin, _Connection] = {}
         self._turns: dict[Origin, threading.Lock] = {}
         self._guard = threading.Lock()  # for the two dicts
 
@@ -228,17 +241,17 @@ class LoopbackClient:
         timeout: float | None,
         url: str,
     ) -> Response:
+        wire = _request_bytes(method, target, where, body, headers)
         for attempt in (1, 2):
             reused = where in self._connections
-            connection = self._connection(where, timeout)
             try:
-                connection.request(method, target, body=body, headers=headers)
-                answer = connection.getresponse()
-                content = answer.read()
+                connection = self._connection(where, timeout)
+                connection.sock.sendall(wire)
+                status, answer_headers, content, will_close = _read_response(connection.reader, method)
             except TimeoutError:
                 self._drop(where)
                 raise TimedOut("timed out") from None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except (_Closed, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(where)
                 if reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: one fresh try
@@ -246,25 +259,25 @@ class LoopbackClient:
             except ConnectionRefusedError:
                 self._drop(where)
                 raise ConnectFailed("connection refused") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, _Malformed) as exc:
                 self._drop(where)
                 raise HttpError(f"{type(exc).__name__}: {exc}") from None
-            if answer.will_close or not self.keep_alive:
+            if will_close or not self.keep_alive:
                 self._drop(where)
             sent = Request(method, url, {k.lower(): v for k, v in headers.items()})
-            return Response(answer.status, content, sent, {k.lower(): v for k, v in answer.getheaders()})
+            return Response(status, content, sent, answer_headers)
         raise AssertionError("unreachable")
 
-    def _connection(self, where: Origin, timeout: float | None) -> http.client.HTTPConnection:
+    def _connection(self, where: Origin, timeout: float | None) -> _Connection:
         wait = self.timeout if timeout is None else timeout
         with self._guard:
             connection = self._connections.get(where)
-            if connection is None:
-                connection = http.client.HTTPConnection(where[1], where[2], timeout=wait)
+        if connection is None:
+            # Connecting outside the guard: another thread's probe of another server goes on.
+            connection = _Connection(where[1], where[2], wait)
+            with self._guard:
                 self._connections[where] = connection
-        connection.timeout = wait
-        if connection.sock is not None:
-            connection.sock.settimeout(wait)
+        connection.sock.settimeout(wait)
         return connection
 
     def _drop(self, where: Origin) -> None:
@@ -272,6 +285,102 @@ class LoopbackClient:
             connection = self._connections.pop(where, None)
         if connection is not None:
             connection.close()
+
+
+class _Connection:
+    """One socket to one server and the buffered reader of its answers."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def _request_bytes(
+    method: str, target: str, where: Origin, body: bytes | None, headers: Mapping[str, str]
+) -> bytes:
+    host = f"[{where[1]}]" if ":" in where[1] else where[1]
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{where[2]}", "Accept-Encoding: identity"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def _line(reader: Any) -> bytes:
+    line: bytes = reader.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise _Malformed("line too long")
+    return line
+
+
+def _read_head(reader: Any) -> tuple[str, int, dict[str, str]]:
+    """The answer's HTTP version, status and headers (names in lower case), past any interim
+    (1xx) answer such as 100 Continue."""
+    while True:
+        status_line = _line(reader)
+        if not status_line:
+            raise _Closed("Remote end closed connection without response")
+        version, _, rest = status_line.decode("latin-1").rstrip("\r\n").partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise _Malformed(f"bad status line {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            line = _line(reader)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise _Malformed(f"bad header line {line[:80]!r}")
+            headers[name.strip().lower()] = value.strip()  # a repeated header: the last one counts
+        else:
+            raise _Malformed(f"more than {MAX_HEADERS} headers")
+        if not 100 <= int(code) < 200 or code == "101":
+            return version, int(code), headers
+
+
+def _read_response(reader: Any, method: str) -> tuple[int, dict[str, str], bytes, bool]:
+    """(status, headers, body, whether the server closes the connection after it)."""
+    version, status, headers = _read_head(reader)
+    connection = headers.get("connection", "").lower()
+    will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", will_close
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return status, headers, _read_chunked(reader), will_close
+    length = headers.get("content-length")
+    if length is None:
+        return status, headers, reader.read(), True  # framed by the end of the connection
+    if not length.strip().isdigit():
+        raise _Malformed(f"bad Content-Length {length!r}")
+    content: bytes = reader.read(int(length))
+    if len(content) < int(length):
+        raise _Closed(f"the answer ended after {len(content)} of {length} bytes")
+    return status, headers, content, will_close
+
+
+def _read_chunked(reader: Any) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = _line(reader).split(b";", 1)[0].strip()
+        try:
+            size = int(size_line, 16)
+        except ValueError:
+            raise _Malformed(f"bad chunk size {size_line[:20]!r}") from None
+        if size == 0:
+            while _line(reader) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        chunk = reader.read(size)
+        if len(chunk) < size:
+            raise _Closed("the answer ended inside a chunk")
+        parts.append(chunk)
+        _line(reader)  # the CRLF after the chunk
 
 
 def transport_errors() -> tuple[type[Exception], ...]:
