@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from llmctl import procs, systemd
 from llmctl.backends import adapter_for
 from llmctl.backends.base import Health, Probe, probe_client
+from llmctl.errors import ExitCode, LlmctlError
 from llmctl.kinds import Kind
 from llmctl.paths import Paths
 from llmctl.readiness import probe_once
@@ -70,6 +71,21 @@ class StackStatus:
             "healthy": self.healthy,
             "units": [asdict(u) for u in self.units],
         }
+
+
+def unhealthy(result: StackStatus) -> LlmctlError:
+    """The failure `status --json` reports: which units are not healthy, and why."""
+    bad = [u for u in result.units if u.health != "ok"]
+    return LlmctlError(
+        f"not healthy: {', '.join(u.name for u in bad)}",
+        details=[
+            f"{u.name}: {u.health_detail}"
+            + (f" (llmctl runbook {u.runbook} --backend {u.name})" if u.runbook else "")
+            for u in bad
+        ],
+        hint="llmctl status shows every unit; llmctl logs NAME shows why one is not serving.",
+        exit_code=ExitCode.NOT_RUNNING,
+    )
 
 
 def _health(unit: StackUnit, state: systemd.UnitState | None, probe: Probe | None) -> tuple[Health, str]:

@@ -1,8 +1,8 @@
 """Rendering results: plain text for people, a versioned JSON envelope for programs.
 
-JSON envelope (stable; bump RESULT_VERSION on incompatible changes; result.schema.json next
-to this file is its JSON Schema, and tests/cli/test_json_envelope.py runs every command
-against it):
+JSON envelope (built by llmctl.envelope, stable: bump its RESULT_VERSION on incompatible
+changes; result.schema.json next to this file is its JSON Schema, and
+tests/cli/test_json_envelope.py runs every command against it):
     {"llmctl_result_version": 1, "command": "snapshot list", "ok": true, "data": {...}}
 and on failure, always `error` and never `data`:
     {"llmctl_result_version": 1, "command": "status", "ok": false,
@@ -15,15 +15,14 @@ in the shape `data` has on success.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from llmctl.envelope import dumps, failure, success
 from llmctl.errors import LlmctlError
 
-RESULT_VERSION = 1
 SCHEMA_FILE = "result.schema.json"
 
 json_option = click.option(
@@ -31,36 +30,15 @@ json_option = click.option(
 )
 
 
-def _print(envelope: dict[str, Any]) -> None:
-    click.echo(json.dumps(envelope, indent=2, default=str))
-
-
 def emit_json(command: str, data: Any) -> None:
     """A success: `data` is the command's result."""
-    _print({"llmctl_result_version": RESULT_VERSION, "command": command, "ok": True, "data": data})
-
-
-def error_object(err: LlmctlError, report: Any = None) -> dict[str, Any]:
-    return {
-        "message": err.message,
-        "hint": err.hint,
-        "details": list(err.details),
-        "exit_code": int(err.exit_code),
-        "report": report,
-    }
+    click.echo(dumps(success(command, data)))
 
 
 def emit_failure(command: str, err: LlmctlError, report: Any = None) -> int:
     """A failure that is the command's finding (unhealthy, does not fit), not an exception:
     the envelope carries `error` with the report that explains it. Returns the exit code."""
-    _print(
-        {
-            "llmctl_result_version": RESULT_VERSION,
-            "command": command,
-            "ok": False,
-            "error": error_object(err, report),
-        }
-    )
+    click.echo(dumps(failure(command, err, report)))
     return int(err.exit_code)
 
 

@@ -10,11 +10,10 @@ import click
 from llmctl.cli.context import AppContext
 from llmctl.cli.output import emit_failure, emit_json, json_option, warn
 from llmctl.cli.progress import ProgressPrinter, message
-from llmctl.errors import ExitCode, LlmctlError
+from llmctl.errors import ExitCode
 
 if TYPE_CHECKING:
     from llmctl.config.schema import Config
-    from llmctl.status import StackStatus
 
 names_argument = click.argument("names", nargs=-1, metavar="[NAME]...")
 no_wait_option = click.option(
@@ -164,7 +163,7 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
             if result.healthy:
                 emit_json("status", result.as_dict())
             else:
-                emit_failure("status", unhealthy(result), report=result.as_dict())
+                emit_failure("status", status_mod.unhealthy(result), report=result.as_dict())
         else:
             if watch:
                 click.clear()
@@ -172,21 +171,6 @@ def status(app: AppContext, as_json: bool, watch: bool) -> int:
         if not watch:
             return 0 if result.healthy else int(ExitCode.NOT_RUNNING)
         time.sleep(2)
-
-
-def unhealthy(result: StackStatus) -> LlmctlError:
-    """The failure `status --json` reports: which units are not healthy, and why."""
-    bad = [u for u in result.units if u.health != "ok"]
-    return LlmctlError(
-        f"not healthy: {', '.join(u.name for u in bad)}",
-        details=[
-            f"{u.name}: {u.health_detail}"
-            + (f" (llmctl runbook {u.runbook} --backend {u.name})" if u.runbook else "")
-            for u in bad
-        ],
-        hint="llmctl status shows every unit; llmctl logs NAME shows why one is not serving.",
-        exit_code=ExitCode.NOT_RUNNING,
-    )
 
 
 @click.command()

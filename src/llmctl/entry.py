@@ -1,0 +1,84 @@
+"""The `llmctl` command (and `python -m llmctl`): the two commands on hot paths skip click.
+
+`wait-ready` runs at every unit start (`ExecStartPost=`), and `status` is what scripts and
+monitors poll; click and the CLI's modules cost ~40 ms of a status that takes ~100 ms. Both
+go straight to their function when their arguments are the plain forms handled here;
+anything else (help, another option, a config that must be loaded, an error to report) goes
+to the click CLI, which does the same work and renders every error. `status` reads and
+changes nothing, so handing it on after a start costs time, never a difference.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmctl.config.schema import Config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["wait-ready"]:
+        from llmctl.readiness import gate_main  # noqa: PLC0415
+
+        return gate_main(args[1:])
+    quick = status_arguments(args)
+    if quick is not None:
+        try:
+            code = quick_status(*quick)
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)  # as the click CLI says it
+            return 130
+        if code is not None:
+            return code
+    from llmctl.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(args)
+
+
+def status_arguments(args: list[str]) -> tuple[str | None, bool] | None:
+    """(--config, --json) of `[--config PATH] status [--json]`, else None (click parses it)."""
+    config: str | None = None
+    rest = list(args)
+    if rest[:1] == ["--config"] and len(rest) >= 2:
+        config, rest = rest[1], rest[2:]
+    elif rest[:1] and rest[0].startswith("--config="):
+        config, rest = rest[0].removeprefix("--config="), rest[1:]
+    if rest not in (["status"], ["status", "--json"]):
+        return None
+    return config or None, rest == ["status", "--json"]
+
+
+class _HandOn(Exception):
+    """The quick path cannot answer alone: the click CLI runs the command."""
+
+
+def quick_status(config_option: str | None, as_json: bool) -> int | None:
+    """`llmctl status [--json]` when the config is the applied one (status then judges the
+    installed units and never loads it); None when the click CLI must run it."""
+    import os  # noqa: PLC0415
+
+    from llmctl import status, systemd  # noqa: PLC0415
+    from llmctl.errors import ExitCode, LlmctlError  # noqa: PLC0415
+    from llmctl.paths import Paths  # noqa: PLC0415
+
+    def load() -> tuple[Config, dict[str, str]]:
+        raise _HandOn  # an edited config: loading it is the CLI's (pydantic, its errors)
+
+    paths = Paths.from_env()
+    try:
+        systemd.require_manager()
+        result = status.collect_current(paths, paths.resolve_config_file(config_option, os.environ), load)
+    except (_HandOn, LlmctlError):
+        return None
+    if as_json:
+        from llmctl import envelope  # noqa: PLC0415
+
+        if result.healthy:
+            print(envelope.dumps(envelope.success("status", result.as_dict())))
+        else:
+            print(envelope.dumps(envelope.failure("status", status.unhealthy(result), result.as_dict())))
+    else:
+        print(status.format_table(result))
+    return 0 if result.healthy else int(ExitCode.NOT_RUNNING)
