@@ -41,9 +41,20 @@ def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     paths, config_path, _ = install_example(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(paths.config_home))
     monkeypatch.setenv("XDG_STATE_HOME", str(paths.state_home))
-    monkeypatch.setattr(systemd, "require_manager", lambda: None)
+    monkeypatch.setattr(systemd, "require_manager", lambda: None)  # the click CLI's check
+    monkeypatch.setattr(systemd, "begin_manager_check", Answering)  # the quick path's
     monkeypatch.setattr(systemd, "show", nothing_runs)
     return config_path
+
+
+class Answering:
+    def require(self) -> None:
+        pass
+
+
+class NotAnswering:
+    def require(self) -> None:
+        raise LlmctlError("no systemd user manager is reachable", exit_code=ExitCode.NOT_RUNNING)
 
 
 def run_both(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,8 +97,9 @@ def test_no_manager_is_left_to_the_cli(
     applied: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_manager() -> None:
-        raise LlmctlError("no systemd user manager is reachable", exit_code=ExitCode.NOT_RUNNING)
+        NotAnswering().require()
 
+    monkeypatch.setattr(systemd, "begin_manager_check", NotAnswering)
     monkeypatch.setattr(systemd, "require_manager", no_manager)
     assert entry.quick_status(str(applied), True) is None
     assert entry.main(["--config", str(applied), "status", "--json"]) == ExitCode.NOT_RUNNING

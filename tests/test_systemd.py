@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,32 @@ def test_journal_matches_what_a_desktop_files_a_user_unit_under() -> None:
 def test_journal_matches_the_running_users_uid_by_default() -> None:
     argv = systemd.journal_argv(["a.service"])
     assert f"_UID={os.getuid()}" in argv
+
+
+@pytest.mark.parametrize(("answer", "reachable"), [("running", True), ("degraded", True), ("offline", False)])
+def test_the_manager_check_asks_is_system_running(
+    answer: str, reachable: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "systemctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\necho {answer}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / answer))
+    monkeypatch.setattr(systemd, "_REACHED", set())
+    check = systemd.begin_manager_check()  # started here, judged below
+    assert check.reachable() is reachable
+    assert systemd.manager_reachable() is reachable  # asked again only when it was not reached
+    assert (tmp_path / "argv").read_text().splitlines() == ["--user is-system-running"] * (
+        1 if reachable else 2
+    )
+    if not reachable:
+        with pytest.raises(LlmctlError, match="no systemd user manager is reachable") as info:
+            systemd.begin_manager_check().require()
+        assert info.value.exit_code is ExitCode.NOT_RUNNING
+
+
+def test_without_a_runtime_dir_no_manager_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("asked systemctl"))
+    with pytest.raises(LlmctlError, match=r"reachable \(XDG_RUNTIME_DIR is not set\)"):
+        systemd.begin_manager_check().require()

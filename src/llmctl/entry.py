@@ -59,7 +59,11 @@ def quick_status(config_option: str | None, as_json: bool) -> int | None:
     installed units and never loads it); None when the click CLI must run it."""
     import os  # noqa: PLC0415
 
-    from llmctl import status, systemd  # noqa: PLC0415
+    from llmctl import systemd  # noqa: PLC0415
+
+    # Asked first: `systemctl --user is-system-running` answers while the rest is imported.
+    manager = systemd.begin_manager_check()
+    from llmctl import status  # noqa: PLC0415
     from llmctl.errors import ExitCode, LlmctlError  # noqa: PLC0415
     from llmctl.paths import Paths  # noqa: PLC0415
 
@@ -68,7 +72,7 @@ def quick_status(config_option: str | None, as_json: bool) -> int | None:
 
     paths = Paths.from_env()
     try:
-        systemd.require_manager()
+        manager.require()
         result = status.collect_current(paths, paths.resolve_config_file(config_option, os.environ), load)
     except (_HandOn, LlmctlError):
         return None

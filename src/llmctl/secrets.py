@@ -7,7 +7,6 @@ the gateway's config, a log line or `status`. `llmctl gateway key` prints the ma
 
 from __future__ import annotations
 
-import secrets
 import shlex
 import stat
 from pathlib import Path
@@ -18,6 +17,14 @@ from llmctl.paths import Paths
 from llmctl.render.escape import plain_value
 
 KEY_VARIABLE = "LITELLM_MASTER_KEY"
+
+
+def _token() -> str:
+    # The standard library's secrets (hashlib, hmac, random: ~5 ms) only where a key is made:
+    # every probe client reads the installed keys through this module.
+    import secrets  # noqa: PLC0415
+
+    return secrets.token_urlsafe(32)
 
 
 def ensure_gateway_key(path: Path) -> bool:
@@ -31,7 +38,7 @@ def ensure_gateway_key(path: Path) -> bool:
             )
         read_gateway_key(path)
         return False
-    key = "sk-" + secrets.token_urlsafe(32)
+    key = "sk-" + _token()
     atomic_write(path, f"# llmctl gateway master key (mode 0600)\n{KEY_VARIABLE}={key}\n", mode=0o600)
     return True
 
@@ -94,7 +101,7 @@ def ensure_backend_key(path: Path, backend: str, variable: str) -> bool:
         read_backend_key(path, gateway_variable(backend))
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = "sk-" + secrets.token_urlsafe(32)
+    key = "sk-" + _token()
     atomic_write(
         path,
         f"# llmctl: the API key of backend {backend} (mode 0600). The backend reads {variable},\n"

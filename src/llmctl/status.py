@@ -317,7 +317,8 @@ def _router_view(
 def _gpu_memory() -> dict[int, int] | None:
     from llmctl import gpu  # noqa: PLC0415 - imported in a worker, while systemctl runs
 
-    return gpu.memory_by_pid()
+    # No driver, no NVML: None without importing pynvml (which holds the GIL ~30 ms).
+    return gpu.memory_by_pid() if gpu.driver_present() else None
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:

@@ -104,37 +104,68 @@ _REACHED: set[str] = set()  # runtime dirs whose manager answered, in this proce
 
 
 def manager_reachable() -> bool:
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if not runtime_dir:
-        return False
-    if runtime_dir in _REACHED:
-        return True  # a command asks more than once (the switch, then its plan): ask systemd once
-    try:
-        result = subprocess.run(
-            ["systemctl", "--user", "is-system-running"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=10,
-        )
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    # "running", "degraded", "starting"... all mean a manager answered; "offline" or a bus
-    # error means none did.
-    reached = result.stdout.strip() not in ("", "offline", "unknown")
-    if reached:
-        _REACHED.add(runtime_dir)
-    return reached
+    return begin_manager_check().reachable()
+
+
+class ManagerCheck:
+    """`systemctl --user is-system-running`, started at once and judged when asked: the quick
+    `status` starts it before its imports, so the answer is in by the time it is needed."""
+
+    def __init__(self) -> None:
+        self.runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+        self.process: subprocess.Popen[str] | None = None
+        if not self.runtime_dir or self.runtime_dir in _REACHED:
+            return  # no manager to ask; or one answered already (a command asks more than once)
+        try:
+            self.process = subprocess.Popen(
+                ["systemctl", "--user", "is-system-running"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except FileNotFoundError:
+            self.runtime_dir = None
+
+    def reachable(self) -> bool:
+        if not self.runtime_dir:
+            return False
+        if self.process is None:
+            return True  # in _REACHED
+        try:
+            answer, _ = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            return False
+        # "running", "degraded", "starting"... all mean a manager answered; "offline" or a bus
+        # error means none did.
+        reached = answer.strip() not in ("", "offline", "unknown")
+        if reached:
+            _REACHED.add(self.runtime_dir)
+        return reached
+
+    def require(self) -> None:
+        if not self.reachable():
+            raise _no_manager()
+
+
+def begin_manager_check() -> ManagerCheck:
+    return ManagerCheck()
 
 
 def require_manager() -> None:
     if not manager_reachable():
-        raise LlmctlError(
-            "no systemd user manager is reachable"
-            + ("" if os.environ.get("XDG_RUNTIME_DIR") else " (XDG_RUNTIME_DIR is not set)"),
-            hint=NO_MANAGER_HINT,
-            exit_code=ExitCode.NOT_RUNNING,  # nothing of the stack can be running without one
-        )
+        raise _no_manager()
+
+
+def _no_manager() -> LlmctlError:
+    return LlmctlError(
+        "no systemd user manager is reachable"
+        + ("" if os.environ.get("XDG_RUNTIME_DIR") else " (XDG_RUNTIME_DIR is not set)"),
+        hint=NO_MANAGER_HINT,
+        exit_code=ExitCode.NOT_RUNNING,  # nothing of the stack can be running without one
+    )
 
 
 def daemon_reload() -> None:
