@@ -44,7 +44,25 @@ def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(systemd, "require_manager", lambda: None)  # the click CLI's check
     monkeypatch.setattr(systemd, "begin_manager_check", Answering)  # the quick path's
     monkeypatch.setattr(systemd, "show", nothing_runs)
+    monkeypatch.setattr(systemd, "ShowJob", FakeShow)
     return config_path
+
+
+class FakeShow:
+    """systemd.ShowJob, answering as `nothing_runs`."""
+
+    def __init__(self, units: list[str]) -> None:
+        self.units = units
+        self.closed = False
+
+    def covers(self, units: list[str]) -> bool:
+        return set(units) <= set(self.units)
+
+    def result(self) -> dict[str, systemd.UnitState]:
+        return nothing_runs(self.units)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Answering:

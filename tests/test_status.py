@@ -122,3 +122,53 @@ def test_redis_reads_the_same_from_its_installed_unit_and_from_the_config(
     )
     names = [u.name for u in installed.units]
     assert names.index("redis") < names.index("gateway")
+
+
+def test_without_an_nvidia_driver_nvml_is_not_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmctl import gpu  # noqa: PLC0415
+
+    monkeypatch.setattr(status, "NVIDIA_DRIVER_SIGNS", (str(tmp_path / "nvidiactl"), str(tmp_path / "dxg")))
+    monkeypatch.setattr(gpu, "memory_by_pid", lambda: {7: 1024})
+    assert status._gpu_memory() is None  # neither llmctl.gpu nor pynvml asked
+    (tmp_path / "dxg").touch()  # WSL2's GPU device
+    assert status._gpu_memory() == {7: 1024}
+
+
+class StartedShow:
+    """A `systemd.ShowJob` already under way for some units."""
+
+    def __init__(self, units: list[str]) -> None:
+        self.units = units
+        self.asked = 0
+
+    def covers(self, units: list[str]) -> bool:
+        return set(units) <= set(self.units)
+
+    def result(self) -> dict[str, systemd.UnitState]:
+        self.asked += 1
+        return nothing_runs([*self.units, "llmctl-not-judged.service"])
+
+
+def test_a_show_under_way_is_used_when_it_covers_the_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, config_path, _ = install_example(tmp_path)
+    shows: list[list[str]] = []
+
+    def show(units: list[str]) -> dict[str, systemd.UnitState]:
+        shows.append(units)
+        return nothing_runs(units)
+
+    monkeypatch.setattr(systemd, "show", show)
+
+    def load() -> tuple[Config, dict[str, str]]:
+        raise AssertionError("the config was loaded")
+
+    plain = status.collect_current(paths, config_path, load)
+    everything = StartedShow(sorted(p.name for p in paths.unit_dir.glob("llmctl-*.service")))
+    covered = status.collect_current(paths, config_path, load, shown=everything)  # type: ignore[arg-type]
+    assert (everything.asked, len(shows)) == (1, 1)
+    assert rows(covered) == rows(plain)  # the unit it was not asked about is left out
+    partial = StartedShow(everything.units[:1])
+    status.collect_current(paths, config_path, load, shown=partial)  # type: ignore[arg-type]
+    assert (partial.asked, len(shows)) == (0, 2)  # one of its own instead

@@ -123,3 +123,39 @@ def test_without_a_runtime_dir_no_manager_is_asked(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("asked systemctl"))
     with pytest.raises(LlmctlError, match=r"reachable \(XDG_RUNTIME_DIR is not set\)"):
         systemd.begin_manager_check().require()
+
+
+def fake_systemctl(tmp_path: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+def test_a_show_job_answers_as_show_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_systemctl(tmp_path, f'echo "$@" > {tmp_path}/argv; cat <<"EOF"\n{SHOW_OUTPUT}EOF', monkeypatch)
+    job = systemd.ShowJob(["llmctl-a.service", "llmctl-b.service"])  # runs from here on
+    assert job.covers(["llmctl-b.service"]) and not job.covers(["llmctl-c.service"])
+    states = job.result()
+    assert states == systemd.show(["llmctl-a.service", "llmctl-b.service"])
+    assert states["llmctl-a.service"].main_pid == 1234
+    assert (tmp_path / "argv").read_text().split()[:3] == [
+        "--user",
+        "show",
+        "--property=" + ",".join(systemd.SHOW_PROPERTIES),
+    ]
+    assert systemd.ShowJob([]).result() == {}
+
+
+def test_a_show_job_fails_as_show_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_systemctl(tmp_path, 'echo "Failed to connect to bus: No medium found" >&2; exit 1', monkeypatch)
+    with pytest.raises(LlmctlError, match="no systemd user manager is reachable") as info:
+        systemd.ShowJob(["llmctl-a.service"]).result()
+    assert info.value.exit_code is ExitCode.NOT_RUNNING
+    fake_systemctl(tmp_path, "exec sleep 30", monkeypatch)
+    slow = systemd.ShowJob(["llmctl-a.service"], timeout=0.2)
+    with pytest.raises(LlmctlError, match=r"did not finish within 0\.2 s"):
+        slow.result()
+    hung = systemd.ShowJob(["llmctl-a.service"])
+    hung.close()  # not needed after all: ended, not left running
+    assert hung._process is not None and hung._process.returncode is not None

@@ -60,22 +60,27 @@ def quick_status(config_option: str | None, as_json: bool) -> int | None:
     import os  # noqa: PLC0415
 
     from llmctl import systemd  # noqa: PLC0415
+    from llmctl.paths import Paths  # noqa: PLC0415
 
-    # Asked first: `systemctl --user is-system-running` answers while the rest is imported.
+    # Asked first, so that systemctl answers while the rest is imported: whether a manager
+    # answers, and the state of every llmctl unit installed (status judges some of them).
+    paths = Paths.from_env()
     manager = systemd.begin_manager_check()
+    shown = systemd.ShowJob(sorted(path.name for path in paths.unit_dir.glob("llmctl-*.service")))
     from llmctl import status  # noqa: PLC0415
     from llmctl.errors import ExitCode, LlmctlError  # noqa: PLC0415
-    from llmctl.paths import Paths  # noqa: PLC0415
 
     def load() -> tuple[Config, dict[str, str]]:
         raise _HandOn  # an edited config: loading it is the CLI's (pydantic, its errors)
 
-    paths = Paths.from_env()
     try:
         manager.require()
-        result = status.collect_current(paths, paths.resolve_config_file(config_option, os.environ), load)
+        config_path = paths.resolve_config_file(config_option, os.environ)
+        result = status.collect_current(paths, config_path, load, shown=shown)
     except (_HandOn, LlmctlError):
         return None
+    finally:
+        shown.close()
     if as_json:
         from llmctl import envelope  # noqa: PLC0415
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
 def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+    import tempfile  # noqa: PLC0415 - with shutil and random, ~3 ms that readers never need
+
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

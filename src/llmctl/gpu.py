@@ -71,17 +71,6 @@ def _processes(lib: Any, handle: Any) -> list[Any]:
     return found
 
 
-# What a machine where NVML can work has: the NVIDIA kernel driver's control device and /proc
-# entry, or WSL2's GPU paravirtualisation device (NVML through /usr/lib/wsl/lib there).
-DRIVER_SIGNS = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")
-
-
-def driver_present() -> bool:
-    """Whether NVML could initialise here at all: without any of DRIVER_SIGNS it fails (library
-    or driver not found), and importing pynvml to learn that costs ~30 ms (`status` asks)."""
-    return any(Path(sign).exists() for sign in DRIVER_SIGNS)
-
-
 def memory_by_pid() -> dict[int, int] | None:
     """GPU memory in bytes used by each process, over all GPUs; None without NVML."""
     with nvml() as lib:

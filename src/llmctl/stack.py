@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from dataclasses import dataclass
@@ -180,6 +179,8 @@ def select(units: list[StackUnit], names: tuple[str, ...]) -> list[StackUnit]:
     by_name = {u.name: u for u in units} | {u.unit: u for u in units}
     unknown = [n for n in names if n not in by_name]
     if unknown:
+        import difflib  # noqa: PLC0415 - only for this error
+
         known = [u.name for u in units]
         close = difflib.get_close_matches(unknown[0], known, n=1)
         raise LlmctlError(

@@ -27,9 +27,13 @@ from llmctl.stack import StackUnit, stack_from_installed, stack_units
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from llmctl.backends.http import LoopbackClient
     from llmctl.config.schema import Config
 
 STATUS_SCHEMA_VERSION = 1
+# What a machine where NVML can work has: the NVIDIA kernel driver's control device or /proc
+# entry, or WSL2's GPU paravirtualisation device (NVML through /usr/lib/wsl/lib there).
+NVIDIA_DRIVER_SIGNS = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,14 @@ def collect_current(
     load: Callable[[], tuple[Config, dict[str, str]]],
     *,
     probe_timeout: float = 3.0,
+    shown: systemd.ShowJob | None = None,
 ) -> StackStatus:
     """`collect` as `llmctl status` runs it: when the config is the one the installed units were
     rendered from (up and rollback keep a copy, llmctl.state.applied_config_file), the units
     say everything the config would, so they are judged as installed and the config is never
     loaded (building its schema is most of a status's time). Otherwise `load()` gives the config
-    and what switch chose, and an edit not yet applied reads as a note."""
+    and what switch chose, and an edit not yet applied reads as a note. `shown`: a `show`
+    already under way (the quick status's), used when it covers the units judged."""
     from llmctl.state import applied_config_file  # noqa: PLC0415
 
     try:
@@ -124,7 +130,9 @@ def collect_current(
     except OSError:
         unchanged = False
     if unchanged:
-        return collect_installed(paths.config_home, state_dir=paths.state_dir, probe_timeout=probe_timeout)
+        return collect_installed(
+            paths.config_home, state_dir=paths.state_dir, probe_timeout=probe_timeout, shown=shown
+        )
     config, serving = load()
     return collect(
         config, serving, config_home=paths.config_home, state_dir=paths.state_dir, probe_timeout=probe_timeout
@@ -132,7 +140,11 @@ def collect_current(
 
 
 def collect_installed(
-    config_home: Path, *, state_dir: Path | None = None, probe_timeout: float = 3.0
+    config_home: Path,
+    *,
+    state_dir: Path | None = None,
+    probe_timeout: float = 3.0,
+    shown: systemd.ShowJob | None = None,
 ) -> StackStatus:
     """State and health of every installed unit, from the unit files alone (no config)."""
     units = stack_from_installed(config_home)
@@ -151,7 +163,7 @@ def collect_installed(
         return assigned.get(unit.name, unit.models)
 
     units = [replace(u, models=models(u)) for u in units]
-    return _judge(units, {}, state_dir, probe_timeout)
+    return _judge(units, {}, state_dir, probe_timeout, shown)
 
 
 def _assigned_models(state_dir: Path, backends: set[str]) -> dict[str, tuple[str, ...]]:
@@ -210,31 +222,36 @@ def collect(
 
 
 def _judge(
-    units: list[StackUnit], pending: dict[str, str], state_dir: Path | None, probe_timeout: float
+    units: list[StackUnit],
+    pending: dict[str, str],
+    state_dir: Path | None,
+    probe_timeout: float,
+    shown: systemd.ShowJob | None = None,
 ) -> StackStatus:
-    """One `systemctl show` for all units, then a row per unit. Everything else runs while
-    `show` does, in parallel: each unit's probe (a stopped unit's is refused at once, and only
-    running units' probes count), vLLM's sleep state, NVML (tens of ms even without a driver)
+    """One `systemctl show` for all units (`shown`, when one already runs for them), then a row
+    per unit. Everything else runs while `show` does, in parallel: each unit's probe and vLLM's
+    sleep state (a stopped unit's is refused at once, and only running units' count), NVML
     and the supervisor's last events."""
+    names = [u.unit for u in units]
     probed = [u for u in units if not u.ready_when_active]
-    # Every backend's adapter says whether it sleeps (no question for kinds without sleep).
-    backends = [u for u in probed if u.kind in set(Kind)]
-    with ThreadPoolExecutor(max_workers=len(probed) + len(backends) + 3) as pool:
+    with ThreadPoolExecutor(max_workers=len(probed) + 3) as pool:
         # Started first: the rest (the probe client's imports too) runs while systemctl does.
-        states_future = pool.submit(systemd.show, [u.unit for u in units])
-        gpu_future = pool.submit(_gpu_memory)
-        events_future = pool.submit(
-            _last_events, state_dir or Paths.from_env().state_dir, {u.name for u in units}
-        )
+        if shown is not None and shown.covers(names):
+            states_future = pool.submit(_states_of, shown, names)
+        else:
+            states_future = pool.submit(systemd.show, names)
         with probe_client(probe_timeout) as client:
-            futures = {u.unit: pool.submit(probe_once, client, u.kind, u.url, u.model) for u in probed}
-            asleep_futures = {
-                u.unit: pool.submit(adapter_for(Kind(u.kind)).is_sleeping, client, u.url) for u in backends
-            }
+            # Then the probes, the longest wait besides systemctl; then what is quick.
+            futures = {u.unit: pool.submit(_look, client, u) for u in probed}
+            gpu_future = pool.submit(_gpu_memory)
+            events_future = pool.submit(
+                _last_events, state_dir or Paths.from_env().state_dir, {u.name for u in units}
+            )
             states = states_future.result()
             active = {unit for unit, state in states.items() if state.running}
-            probes = {unit: future.result() for unit, future in futures.items() if unit in active}
-            asleep = {unit for unit, f in asleep_futures.items() if unit in active and f.result() is True}
+            looks = {unit: future.result() for unit, future in futures.items() if unit in active}
+        probes = {unit: probe for unit, (probe, _) in looks.items()}
+        asleep = {unit for unit, (_, sleeping) in looks.items() if sleeping}
         gpu_by_pid = gpu_future.result() if probes else None
         last_events = events_future.result()
     now_us = time.monotonic_ns() // 1000
@@ -301,6 +318,18 @@ def _judge(
     return StackStatus(rows)
 
 
+def _states_of(shown: systemd.ShowJob, names: list[str]) -> dict[str, systemd.UnitState]:
+    wanted = set(names)
+    return {unit: state for unit, state in shown.result().items() if unit in wanted}
+
+
+def _look(client: LoopbackClient, unit: StackUnit) -> tuple[Probe, bool]:
+    """The unit's probe, and whether it sleeps (every backend's adapter says; only vLLM asks)."""
+    probe = probe_once(client, unit.kind, unit.url, unit.model)
+    sleeping = unit.kind in set(Kind) and adapter_for(Kind(unit.kind)).is_sleeping(client, unit.url) is True
+    return probe, sleeping
+
+
 def _router_view(
     units: list[StackUnit], states: dict[str, systemd.UnitState]
 ) -> dict[str, dict[str, object]]:
@@ -315,10 +344,13 @@ def _router_view(
 
 
 def _gpu_memory() -> dict[int, int] | None:
+    # No driver, no NVML: None without importing llmctl.gpu and pynvml (which held the GIL for
+    # ~30 ms, while the probes wanted it).
+    if not any(Path(sign).exists() for sign in NVIDIA_DRIVER_SIGNS):
+        return None
     from llmctl import gpu  # noqa: PLC0415 - imported in a worker, while systemctl runs
 
-    # No driver, no NVML: None without importing pynvml (which holds the GIL ~30 ms).
-    return gpu.memory_by_pid() if gpu.driver_present() else None
+    return gpu.memory_by_pid()
 
 
 def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:

@@ -7,11 +7,11 @@ caller says which exit codes are fine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,12 @@ def run(
         ) from None
     except subprocess.TimeoutExpired:
         raise LlmctlError(f"`{shlex.join(argv)}` did not finish within {timeout} s") from None
+    return _checked(argv, result, ok_codes)
+
+
+def _checked(
+    argv: Sequence[str], result: subprocess.CompletedProcess[str], ok_codes: Iterable[int]
+) -> subprocess.CompletedProcess[str]:
     if result.returncode not in set(ok_codes):
         stderr = (result.stderr or "").strip()
         if _manager_unreachable(stderr):
@@ -262,10 +268,61 @@ def show(units: Sequence[str]) -> dict[str, UnitState]:
     """State of many units in one `systemctl show` call."""
     if not units:
         return {}
-    result = systemctl("show", "--property=" + ",".join(SHOW_PROPERTIES), *units)
+    return _parse_show(systemctl("show", "--property=" + ",".join(SHOW_PROPERTIES), *units).stdout)
+
+
+class ShowJob:
+    """`show` of these units, started now and parsed when asked for: the quick `status` starts
+    it before its imports and before it reads the unit files, so systemctl runs meanwhile."""
+
+    def __init__(self, units: Sequence[str], timeout: float = 120) -> None:
+        self.units = tuple(units)
+        self.timeout = timeout
+        self.argv = ["systemctl", "--user", "show", "--property=" + ",".join(SHOW_PROPERTIES), *self.units]
+        self._process: subprocess.Popen[str] | None = None
+        if self.units:
+            log.debug("+ %s &", shlex.join(self.argv))
+            with contextlib.suppress(FileNotFoundError):  # result() says so, as show() would
+                self._process = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+
+    def covers(self, units: Sequence[str]) -> bool:
+        return set(units) <= set(self.units)
+
+    def result(self) -> dict[str, UnitState]:
+        """What show(self.units) returns, or the LlmctlError it raises."""
+        if not self.units:
+            return {}
+        if self._process is None:
+            raise LlmctlError(
+                "systemctl not found", hint="llmctl needs systemd (systemctl, journalctl) on PATH."
+            )
+        try:
+            stdout, stderr = self._process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise LlmctlError(f"`{shlex.join(self.argv)}` did not finish within {self.timeout} s") from None
+        _checked(
+            self.argv, subprocess.CompletedProcess(self.argv, self._process.returncode, stdout, stderr), (0,)
+        )
+        return _parse_show(stdout)
+
+    def close(self) -> None:
+        """Not needed after all (no manager, a config to load): end it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+
+
+def _parse_show(stdout: str) -> dict[str, UnitState]:
     states: dict[str, UnitState] = {}
     # One block of Key=Value lines per unit, separated by a blank line, in argument order.
-    for block in result.stdout.strip().split("\n\n"):
+    for block in stdout.strip().split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         unit = props.get("Id", "")
         if not unit:
@@ -358,6 +415,8 @@ def verify(paths: Sequence[Path], *, timeout: float = 120) -> str:
     """
     if not paths:
         return ""
+    import tempfile  # noqa: PLC0415 - only here: status and the gate never verify
+
     argv = ["systemd-analyze", "--user", "verify", "--man=no", *(str(p) for p in paths)]
     log.debug("+ %s", shlex.join(argv))
     with tempfile.TemporaryDirectory(prefix="llmctl-verify-") as scratch:
