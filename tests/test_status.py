@@ -172,3 +172,19 @@ def test_a_show_under_way_is_used_when_it_covers_the_units(
     partial = StartedShow(everything.units[:1])
     status.collect_current(paths, config_path, load, shown=partial)  # type: ignore[arg-type]
     assert (partial.asked, len(shows)) == (0, 2)  # one of its own instead
+
+
+@pytest.mark.parametrize("mount", ["", "unified", "systemd"])
+def test_a_units_processes_are_read_from_its_cgroup_wherever_the_tree_is_mounted(
+    mount: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 at the root, hybrid at unified/, legacy systemd's name=systemd hierarchy at systemd/:
+    the cgroup.procs files, not a scan of every process."""
+    group = "/user.slice/app.slice/llmctl-llama.service"
+    unit_dir = tmp_path / mount / group.lstrip("/")
+    (unit_dir / "sub").mkdir(parents=True)
+    (unit_dir / "cgroup.procs").write_text("12\n")
+    (unit_dir / "sub" / "cgroup.procs").write_text("13\n14\n")
+    monkeypatch.setattr(procs, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(procs, "_scan_proc", lambda groups: pytest.fail(f"scanned /proc for {groups}"))
+    assert procs.cgroups_pids([group]) == {group: [12, 13, 14]}

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Where a unit's cgroup directory may be: the unified (v2) tree is mounted at the root, or, on a
+# hybrid system, at unified/; a legacy (v1) systemd keeps its units in the name=systemd
+# hierarchy at systemd/ (this project's containers). Each lists the unit's processes in
+# cgroup.procs files, as a scan of every /proc/PID/cgroup would find them, without the scan.
+CGROUP_MOUNTS = ("", "unified", "systemd")
 # The llmctl unit in a cgroup path, e.g. ".../app.slice/llmctl-llama.service" (or its socket).
 _UNIT_IN_CGROUP = re.compile(r"(?:^|/)(llmctl-[^/]+\.(?:service|socket))(?=/|$)")
 
@@ -44,9 +49,10 @@ def cgroups_pids(control_groups: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     unmounted = []
     for control_group in filter(None, control_groups):
-        # cgroup v2: the unit's directory lists its processes; sub-cgroups hold the rest.
-        unit_dir = CGROUP_ROOT / control_group.lstrip("/")
-        if not unit_dir.is_dir():
+        # The unit's directory lists its processes; sub-cgroups hold the rest.
+        mounted = (CGROUP_ROOT / mount / control_group.lstrip("/") for mount in CGROUP_MOUNTS)
+        unit_dir = next((path for path in mounted if path.is_dir()), None)
+        if unit_dir is None:
             unmounted.append(control_group)
             continue
         pids: list[int] = []

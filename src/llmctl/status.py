@@ -234,7 +234,7 @@ def _judge(
     and the supervisor's last events."""
     names = [u.unit for u in units]
     probed = [u for u in units if not u.ready_when_active]
-    with ThreadPoolExecutor(max_workers=len(probed) + 3) as pool:
+    with ThreadPoolExecutor(max_workers=len(probed) + 4) as pool:
         # Started first: the rest (the probe client's imports too) runs while systemctl does.
         if shown is not None and shown.covers(names):
             states_future = pool.submit(_states_of, shown, names)
@@ -248,15 +248,19 @@ def _judge(
                 _last_events, state_dir or Paths.from_env().state_dir, {u.name for u in units}
             )
             states = states_future.result()
+            # One pass for every unit's processes (without a mounted cgroup tree that is a
+            # /proc scan), while the probes wait for their answers.
+            pids_future = pool.submit(
+                procs.cgroups_pids, [s.control_group for s in states.values() if s.running]
+            )
             active = {unit for unit, state in states.items() if state.running}
             looks = {unit: future.result() for unit, future in futures.items() if unit in active}
         probes = {unit: probe for unit, (probe, _) in looks.items()}
         asleep = {unit for unit, (_, sleeping) in looks.items() if sleeping}
         gpu_by_pid = gpu_future.result() if probes else None
         last_events = events_future.result()
+        pids_of = pids_future.result()
     now_us = time.monotonic_ns() // 1000
-    # One pass for every unit's processes (without a mounted cgroup tree that is a /proc scan).
-    pids_of = procs.cgroups_pids([s.control_group for s in states.values() if s.running])
     router = _router_view(units, states)
     rows = []
     for unit in units:

@@ -128,6 +128,8 @@ class KeyRing:
         self._load = load
         self._keys: dict[Origin, str] | None = None if keys is None else self._index(keys)
         self._loaded_at = float("-inf")
+        # status probes every unit at once: one thread reads the key files, the others wait.
+        self._loading = threading.Lock()
 
     @staticmethod
     def _index(keys: Mapping[str, str]) -> dict[Origin, str]:
@@ -138,11 +140,13 @@ class KeyRing:
         return self._load is not None
 
     def key(self, url: str, *, reload: bool = False) -> str | None:
-        now = time.monotonic()
-        stale = reload and now - self._loaded_at >= RELOAD_INTERVAL
-        if self._load is not None and (self._keys is None or stale):
-            self._keys = self._index(self._load())
-            self._loaded_at = now
+        if self._load is not None:
+            with self._loading:
+                now = time.monotonic()
+                stale = reload and now - self._loaded_at >= RELOAD_INTERVAL
+                if self._keys is None or stale:
+                    self._keys = self._index(self._load())
+                    self._loaded_at = now
         return (self._keys or {}).get(origin(url))
 
 
