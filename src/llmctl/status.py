@@ -368,6 +368,10 @@ def _runbook_for(unit: str, state: systemd.UnitState | None) -> str | None:
 
 
 def _last_events(state_dir: Path, names: set[str]) -> dict[str, dict[str, object]]:
+    from llmctl.supervisor import EVENTS_FILE  # noqa: PLC0415
+
+    if not (state_dir / EVENTS_FILE).is_file():
+        return {}  # no supervisor event yet: nothing to import and parse
     from llmctl.supervisor import events  # noqa: PLC0415
 
     return {

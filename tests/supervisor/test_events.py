@@ -90,3 +90,25 @@ def test_store_survives_restarts_and_sees_other_writers(tmp_path: Path) -> None:
     assert not one.refresh()
     (tmp_path / "supervisor.json").write_text("{broken")
     assert Store(tmp_path).get("native") == BackendRecord()
+
+
+def test_the_newest_per_backend_parses_only_the_newest_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(50):
+        events.append(tmp_path, events.make("old", "probe-failed", f"r{i}"))
+    events.append(tmp_path, events.make("a", "restart", "first"))
+    events.append(tmp_path, events.make("a", "recovered", "second"))
+    events.append(tmp_path, events.make("b", "reset", "third"))
+    parsed: list[str] = []
+    loads = json.loads
+
+    def counting(line: str) -> object:
+        parsed.append(line)
+        return loads(line)
+
+    monkeypatch.setattr(json, "loads", counting)
+    last = events.last_per_backend(tmp_path, {"a", "b"})
+    assert {name: e.event for name, e in last.items()} == {"a": "recovered", "b": "reset"}
+    assert len(parsed) == 2  # not the 52 older lines
+    assert events.last_per_backend(tmp_path)["old"].reason == "r49"

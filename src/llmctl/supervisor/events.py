@@ -158,23 +158,27 @@ def record(state_dir: Path, event: Event) -> None:
 
 def read(state_dir: Path) -> list[Event]:
     """Every event in the file, oldest first; unreadable lines are skipped."""
+    return list(reversed(list(_newest_first(state_dir))))
+
+
+def _newest_first(state_dir: Path) -> Iterator[Event]:
+    """The file's events from the newest, each line parsed only when it is reached."""
     try:
         text = events_file(state_dir).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
+        return
+    for line in reversed(text.splitlines()):
         try:
-            out.append(Event.from_dict(json.loads(line)))
+            yield Event.from_dict(json.loads(line))
         except (ValueError, KeyError, TypeError):
             continue
-    return out
 
 
 def last_per_backend(state_dir: Path, backends: set[str] | None = None) -> dict[str, Event]:
-    """The newest event of each backend (of those named, when given)."""
+    """The newest event of each backend (of those named, when given). With names, only the
+    lines after the oldest of their newest events are parsed (status asks at every run)."""
     found: dict[str, Event] = {}
-    for event in reversed(read(state_dir)):
+    for event in _newest_first(state_dir):
         if event.backend not in found and (backends is None or event.backend in backends):
             found[event.backend] = event
             if backends is not None and len(found) == len(backends):
