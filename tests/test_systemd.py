@@ -159,3 +159,15 @@ def test_a_show_job_fails_as_show_does(tmp_path: Path, monkeypatch: pytest.Monke
     hung = systemd.ShowJob(["llmctl-a.service"])
     hung.close()  # not needed after all: ended, not left running
     assert hung._process is not None and hung._process.returncode is not None
+
+
+def test_a_start_job_wait_tells_a_running_job_from_an_ended_one() -> None:
+    import sys  # noqa: PLC0415
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    job = systemd.StartJob("x.service", sleeper)
+    assert not job.wait(0.05)
+    assert sleeper.poll() is None  # still running
+    assert job.wait(10)  # woken by the exit (a pidfd), and reaped
+    assert sleeper.returncode == 0
+    assert job.wait(0)  # already ended
