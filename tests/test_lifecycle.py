@@ -175,3 +175,23 @@ def test_redis_is_probed_over_resp_not_http() -> None:
 
     probe = probe_once(object(), "redis", f"http://127.0.0.1:{free_port()}", None)  # type: ignore[arg-type]
     assert (probe.health, probe.detail) == (Health.DOWN, "connection refused")
+
+
+def test_converge_uses_the_states_it_is_given_when_they_cover_its_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmctl.lifecycle import converge  # noqa: PLC0415
+
+    shows: list[list[str]] = []
+
+    def show(units: list[str]) -> dict[str, systemd.UnitState]:
+        shows.append(units)
+        return {u: state("active") for u in units}
+
+    monkeypatch.setattr(systemd, "show", show)
+    running = {UNIT.unit: state("active"), "llmctl-other.service": state("inactive")}
+    outcomes = converge([UNIT], set(), states=running)
+    assert [(o.unit, o.action) for o in outcomes] == [(UNIT.unit, "unchanged")]
+    assert shows == []  # what `up` had just seen
+    converge([UNIT], set(), states={"llmctl-other.service": state("inactive")})
+    assert shows == [[UNIT.unit]]  # not covered: asked again

@@ -206,20 +206,31 @@ def _loading_detail(probe: Probe) -> str:
     return probe.detail
 
 
+def _states_of(
+    units: list[StackUnit], known: dict[str, systemd.UnitState] | None
+) -> dict[str, systemd.UnitState]:
+    """The units' states: from `known` when it has them all, else a `show` of them."""
+    if known is None or any(u.unit not in known for u in units):
+        return systemd.show([u.unit for u in units])
+    return {u.unit: known[u.unit] for u in units}
+
+
 def converge(
     units: list[StackUnit],
     changed: set[str],
     *,
     timeout: float | None = None,
     progress: Progress | None = None,
+    states: dict[str, systemd.UnitState] | None = None,
 ) -> list[UnitOutcome]:
     """Bring these units to serving: start what is stopped, restart what changed, leave the rest.
 
     `changed` holds the paths (under $XDG_CONFIG_HOME) of files just installed. A running
     gateway whose own unit files did not change only reloads (blue/green behind the held
-    socket: no request is dropped); anything else that changed restarts.
+    socket: no request is dropped); anything else that changed restarts. `states`: what
+    `systemctl show` said of them just before, when nothing was installed or stopped since.
     """
-    states = systemd.show([u.unit for u in units])
+    states = _states_of(units, states)
     plan: list[tuple[StackUnit, str]] = []
     outcomes: list[UnitOutcome] = []
     failing = [u for u, st in states.items() if st.sub_state == "auto-restart" or st.active_state == "failed"]
@@ -327,7 +338,13 @@ def up(
             if result.files:
                 systemd.daemon_reload()
             changed = _to_restart(result)
-            result.outcomes.extend(converge(chosen, changed, timeout=timeout, progress=progress))
+            # Nothing installed, stopped or reloaded since `show` above: its answer still holds.
+            unchanged = not result.files and not changed
+            result.outcomes.extend(
+                converge(
+                    chosen, changed, timeout=timeout, progress=progress, states=states if unchanged else None
+                )
+            )
             if not names:
                 # Marks the target active, so stopping it by hand stops the stack (PartOf=).
                 systemd.start([TARGET], block=False)

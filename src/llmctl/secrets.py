@@ -187,7 +187,7 @@ def ensure_redis_password(env_file: Path, auth_file: Path) -> bool:
     if env_file.exists():
         _refuse_shared(env_file, "the Redis password")
     else:
-        password = secrets.token_urlsafe(32)
+        password = _token()
         atomic_write(
             env_file,
             "# llmctl: the password of llmctl-redis.service (mode 0600), for the gateway's cache.\n"

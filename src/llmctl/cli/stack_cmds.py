@@ -45,9 +45,15 @@ def up(
     A change is a transaction: llmctl snapshots first, and if a changed unit does not become
     ready, restores the snapshot so the previous state serves again.
     """
+    from llmctl import systemd  # noqa: PLC0415
+
+    # is-system-running answers while the config's schema is imported and the config loaded;
+    # a manager that answered is remembered, so lifecycle.up does not ask again.
+    manager = systemd.begin_manager_check()
     from llmctl import lifecycle  # noqa: PLC0415
 
     loaded = app.load()
+    manager.reachable()
     for problem in loaded.warnings:
         warn(problem.describe())
     printer = ProgressPrinter()
