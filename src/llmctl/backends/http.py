@@ -44,11 +44,12 @@ class TimedOut(HttpError):
     pass
 
 
-class _Closed(ConnectionError):
-    """The server closed the connection before answering (a kept-alive one it timed out)."""
+class RemoteDisconnected(ConnectionError):
+    """The server closed the connection before answering whole (a kept-alive one it timed
+    out): named as http.client names it, since its name is in probe details."""
 
 
-class _Malformed(Exception):
+class MalformedAnswer(Exception):
     """An answer that is not HTTP/1.x as this client reads it."""
 
 
@@ -255,7 +256,7 @@ class LoopbackClient:
             except TimeoutError:
                 self._drop(where)
                 raise TimedOut("timed out") from None
-            except (_Closed, BrokenPipeError, ConnectionResetError) as exc:
+            except (RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(where)
                 if reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: one fresh try
@@ -263,7 +264,7 @@ class LoopbackClient:
             except ConnectionRefusedError:
                 self._drop(where)
                 raise ConnectFailed("connection refused") from None
-            except (OSError, _Malformed) as exc:
+            except (OSError, MalformedAnswer) as exc:
                 self._drop(where)
                 raise HttpError(f"{type(exc).__name__}: {exc}") from None
             if will_close or not self.keep_alive:
@@ -318,7 +319,7 @@ def _request_bytes(
 def _line(reader: Any) -> bytes:
     line: bytes = reader.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
-        raise _Malformed("line too long")
+        raise MalformedAnswer("line too long")
     return line
 
 
@@ -328,11 +329,11 @@ def _read_head(reader: Any) -> tuple[str, int, dict[str, str]]:
     while True:
         status_line = _line(reader)
         if not status_line:
-            raise _Closed("Remote end closed connection without response")
+            raise RemoteDisconnected("Remote end closed connection without response")
         version, _, rest = status_line.decode("latin-1").rstrip("\r\n").partition(" ")
         code = rest[:3]
         if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise _Malformed(f"bad status line {status_line[:80]!r}")
+            raise MalformedAnswer(f"bad status line {status_line[:80]!r}")
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADERS + 1):
             line = _line(reader)
@@ -340,10 +341,10 @@ def _read_head(reader: Any) -> tuple[str, int, dict[str, str]]:
                 break
             name, sep, value = line.decode("latin-1").partition(":")
             if not sep:
-                raise _Malformed(f"bad header line {line[:80]!r}")
+                raise MalformedAnswer(f"bad header line {line[:80]!r}")
             headers[name.strip().lower()] = value.strip()  # a repeated header: the last one counts
         else:
-            raise _Malformed(f"more than {MAX_HEADERS} headers")
+            raise MalformedAnswer(f"more than {MAX_HEADERS} headers")
         if not 100 <= int(code) < 200 or code == "101":
             return version, int(code), headers
 
@@ -361,10 +362,10 @@ def _read_response(reader: Any, method: str) -> tuple[int, dict[str, str], bytes
     if length is None:
         return status, headers, reader.read(), True  # framed by the end of the connection
     if not length.strip().isdigit():
-        raise _Malformed(f"bad Content-Length {length!r}")
+        raise MalformedAnswer(f"bad Content-Length {length!r}")
     content: bytes = reader.read(int(length))
     if len(content) < int(length):
-        raise _Closed(f"the answer ended after {len(content)} of {length} bytes")
+        raise MalformedAnswer(f"the answer ended after {len(content)} of {length} bytes")
     return status, headers, content, will_close
 
 
@@ -375,14 +376,14 @@ def _read_chunked(reader: Any) -> bytes:
         try:
             size = int(size_line, 16)
         except ValueError:
-            raise _Malformed(f"bad chunk size {size_line[:20]!r}") from None
+            raise MalformedAnswer(f"bad chunk size {size_line[:20]!r}") from None
         if size == 0:
             while _line(reader) not in (b"\r\n", b"\n", b""):
                 pass  # trailers
             return b"".join(parts)
         chunk = reader.read(size)
         if len(chunk) < size:
-            raise _Closed("the answer ended inside a chunk")
+            raise MalformedAnswer("the answer ended inside a chunk")
         parts.append(chunk)
         _line(reader)  # the CRLF after the chunk
 
