@@ -250,6 +250,9 @@ def test_litellm_metrics_are_open_source_and_behind_the_gateway_key(scraped: dic
     url = f"http://127.0.0.1:{stack.gateway_port}/metrics/"
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer not-the-key"}, timeout=10).status_code == 401
+    with_key = {"Authorization": f"Bearer {scraped['key']}"}
+    bare = httpx.get(url.removesuffix("/"), headers=with_key, timeout=10)
+    assert bare.status_code in (307, 308) and bare.headers["location"].endswith("/metrics/"), bare
     text = stack.endpoints(scraped["key"])["llmctl-gateway"]
     # Before LiteLLM opened them up, a non-premium proxy exported only this one counter.
     assert "litellm_not_a_premium_user_metric" not in text
@@ -280,7 +283,8 @@ def test_litellm_series_carry_the_requests_per_model(scraped: dict[str, Any]) ->
         "requested_model",
         "exception_status",
     )
-    assert failed == {("broken-alone", "503"): 1}, failed
+    # Refused keys count too, under no model (the 401s of the test above, on /metrics/).
+    assert {k: v for k, v in failed.items() if k[0]} == {("broken-alone", "503"): 1}, failed
 
     fallbacks = prometheus.by(
         f"sum by (requested_model, fallback_model) (litellm_deployment_successful_fallbacks_total{{{gateway}}})",
@@ -347,3 +351,27 @@ def test_every_dashboard_query_runs_and_the_gateway_and_router_panels_show_data(
         if names & (LITELLM_METRICS | ROUTER_METRICS) and not names & quiet and not result:
             empty.append((title, expr))
     assert not empty, empty
+
+
+def test_litellm_metrics_off_takes_the_endpoint_away(scraped: dict[str, Any]) -> None:
+    """Last in the module: it changes the stack. `llmctl up` with the key off reloads the gateway."""
+    stack: Stack = scraped["stack"]
+    config = yaml.safe_load(stack.config.read_text())
+    config["gateway"]["litellm_metrics"] = False
+    stack.config.write_text(yaml.safe_dump(config))
+    up = stack.run("up")
+    assert up.returncode == 0, up.stderr
+    gateway_yaml = yaml.safe_load(
+        (Path(os.environ["XDG_CONFIG_HOME"]) / "llmctl" / "gateway.yaml").read_text()
+    )
+    assert "callbacks" not in gateway_yaml["litellm_settings"]
+    response = httpx.get(
+        f"http://127.0.0.1:{stack.gateway_port}/metrics/",
+        headers={"Authorization": f"Bearer {scraped['key']}"},
+        timeout=10,
+    )
+    assert response.status_code == 404, (response.status_code, response.text[:300])
+    answer = stack.chat("alpha", scraped["key"])
+    if answer.status_code != 200:
+        journal = stack.run("logs", "-n", "150").stdout
+        raise AssertionError(f"{answer.status_code} {answer.text}\n{journal}")
