@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +23,11 @@ import httpx
 import pytest
 import yaml
 
+from llmctl.paths import Paths
 from llmctl.smoke_model import SmokeShape, write_smoke_model
 from tests.dashboard import LITELLM_METRICS, ROUTER_METRICS, SUPERVISOR_METRICS, load, metric_names, queries
 from tests.integration.broken_models import write_missing_tensor_gguf
-from tests.integration.conftest import Provisioned, UserManager, free_port, stack_up, unavailable
-
-LLMCTL = [sys.executable, "-m", "llmctl"]
+from tests.integration.conftest import LLMCTL, Provisioned, UserManager, free_port, stack_up, unavailable
 
 
 def tool(provisioned: Provisioned, key: str) -> str:
@@ -361,9 +359,7 @@ def test_litellm_metrics_off_takes_the_endpoint_away(scraped: dict[str, Any]) ->
     stack.config.write_text(yaml.safe_dump(config))
     up = stack.run("up")
     assert up.returncode == 0, up.stderr
-    gateway_yaml = yaml.safe_load(
-        (Path(os.environ["XDG_CONFIG_HOME"]) / "llmctl" / "gateway.yaml").read_text()
-    )
+    gateway_yaml = yaml.safe_load(Paths.from_env().gateway_file.read_text())
     assert "callbacks" not in gateway_yaml["litellm_settings"]
     response = httpx.get(
         f"http://127.0.0.1:{stack.gateway_port}/metrics/",
@@ -376,7 +372,5 @@ def test_litellm_metrics_off_takes_the_endpoint_away(scraped: dict[str, Any]) ->
     # very request, which the drain would then cut with a 500).
     answer = stack.chat("beta", scraped["key"])
     assert answer.status_code == 200, answer.text
-    gateway_after = yaml.safe_load(
-        (Path(os.environ["XDG_CONFIG_HOME"]) / "llmctl" / "gateway.yaml").read_text()
-    )
+    gateway_after = yaml.safe_load(Paths.from_env().gateway_file.read_text())
     assert "callbacks" not in gateway_after["litellm_settings"]
