@@ -5,18 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from llmctl import systemd
 from llmctl.backends.base import Health, Probe
 from llmctl.config.load import parse_config
-from llmctl.errors import LlmctlError
-from llmctl.lifecycle import ensure_backend_keys, wait_serving
+from llmctl.errors import ExitCode, LlmctlError
+from llmctl.lifecycle import _preflight, ensure_backend_keys, wait_serving
 from llmctl.paths import Paths
 from llmctl.secrets import read_backend_key
-from llmctl.stack import StackUnit
-from tests.conftest import dump, minimal_config
+from llmctl.stack import GATEWAY_KIND, StackUnit
+from tests.conftest import dump, free_port, minimal_config
 
 
 def test_key_files_are_created_for_keyed_backends_only_and_only_once(paths: Paths) -> None:
@@ -195,3 +196,44 @@ def test_converge_uses_the_states_it_is_given_when_they_cover_its_units(
     assert shows == []  # what `up` had just seen
     converge([UNIT], set(), states={"llmctl-other.service": state("inactive")})
     assert shows == [[UNIT.unit]]  # not covered: asked again
+
+
+# --- gateway.litellm_metrics -----------------------------------------------------------------------
+
+
+def fake_litellm(tmp_path: Path, python: str) -> Path:
+    """A `litellm` entry point whose #! names `python`, as pip writes it into a venv."""
+    entry = tmp_path / "bin" / "litellm"
+    entry.parent.mkdir(exist_ok=True)
+    entry.write_text(f"#!{python}\nimport sys\n")
+    entry.chmod(0o755)
+    return entry
+
+
+def gateway_unit(command: Path) -> StackUnit:
+    return StackUnit(
+        name="gateway", unit="llmctl-gateway.service", kind=GATEWAY_KIND, host="127.0.0.1",
+        port=free_port(), model=None, models=(), start_timeout=60, command=str(command), model_file=None,
+    )  # fmt: skip
+
+
+def test_up_refuses_litellm_metrics_when_litellms_python_lacks_prometheus_client(tmp_path: Path) -> None:
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text("#!/bin/sh\nexit 1\n")  # finds no module
+    python.chmod(0o755)
+    unit = gateway_unit(fake_litellm(tmp_path, str(python)))
+    with pytest.raises(LlmctlError) as info:
+        _preflight([unit], {}, litellm_metrics=True)
+    assert "nothing was changed" in info.value.message
+    assert info.value.exit_code == ExitCode.USAGE
+    (problem,) = info.value.details
+    assert "gateway.litellm_metrics needs prometheus_client" in problem
+    assert f"{python} -m pip install prometheus-client" in problem
+    assert "gateway.litellm_metrics: false" in problem
+    _preflight([unit], {}, litellm_metrics=False)  # off: nothing to import
+
+
+def test_up_lets_litellm_metrics_through_when_the_module_is_there(tmp_path: Path) -> None:
+    # The dev venv's python has prometheus_client (llmctl's supervisor uses it).
+    _preflight([gateway_unit(fake_litellm(tmp_path, sys.executable))], {}, litellm_metrics=True)

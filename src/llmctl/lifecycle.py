@@ -21,6 +21,7 @@ from llmctl.config.checks import resolve_executable
 from llmctl.config.load import LoadedConfig
 from llmctl.config.schema import Config
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.gateway_runtime.interpreter import METRICS_MODULE, can_import, litellm_python
 from llmctl.install import ChangeKind, FileChange, apply_changes, compare, installed_llmctl_units
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
@@ -65,13 +66,27 @@ class UpResult:
     snapshot: str | None = None  # taken before changing anything
 
 
-def _preflight(units: list[StackUnit], states: dict[str, systemd.UnitState]) -> None:
-    """Refuse before changing anything: missing executables, model files, ports taken."""
+def _preflight(
+    units: list[StackUnit], states: dict[str, systemd.UnitState], litellm_metrics: bool = False
+) -> None:
+    """Refuse before changing anything: missing executables, model files, ports taken, and
+    LiteLLM without the module its metrics need (its start would fail on the import)."""
     problems = []
     taken = False
     for unit in units:
-        if resolve_executable(unit.command) is None:
+        entry = resolve_executable(unit.command)
+        if entry is None:
             problems.append(f"{unit.name}: executable '{unit.command}' not found")
+        elif (
+            unit.is_gateway
+            and litellm_metrics
+            and not can_import(python := litellm_python(entry), METRICS_MODULE)
+        ):
+            problems.append(
+                f"gateway: gateway.litellm_metrics needs {METRICS_MODULE}, which LiteLLM's python ({python}) "
+                f"cannot import; install it (`{python} -m pip install prometheus-client`) or set "
+                "gateway.litellm_metrics: false"
+            )
         if unit.model_file is not None and not unit.model_file.exists():
             problems.append(f"{unit.name}: model file {unit.model_file} does not exist")
         # Ours if the unit runs, or the gateway's socket unit holds the port for it.
@@ -303,7 +318,7 @@ def up(
     with state_lock(paths.state_dir, "up", wait=wait_lock, on_wait=on_message):
         recovery.recover_pending(paths, on_message=on_message)
         states = systemd.show([name for u in all_units for name in (u.unit, *u.companions)])
-        _preflight(chosen, states)
+        _preflight(chosen, states, loaded.config.gateway.litellm_metrics)
         changes = compare(stack, paths.config_home)
         result.files = [c for c in changes if c.kind is not ChangeKind.UNCHANGED]
         intent = None

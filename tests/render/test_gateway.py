@@ -1,13 +1,16 @@
-"""gateway.yaml: gateway.litellm merged beside llmctl's own settings, filtered to what is routed."""
+"""gateway.yaml: gateway.litellm merged beside llmctl's own settings, filtered to what is routed;
+LiteLLM's own metrics (gateway.litellm_metrics) as its prometheus callback."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from llmctl.config.load import parse_config
 from llmctl.config.schema import Config
+from llmctl.errors import LlmctlError
 from llmctl.render.gateway import merge_settings, render_gateway_config, routed_models
 from tests.conftest import dump, minimal_config
 
@@ -36,7 +39,11 @@ def rendered(passthrough: dict[str, Any]) -> dict[str, Any]:
 def test_without_a_passthrough_the_file_is_what_llmctl_writes() -> None:
     plain = rendered({})
     assert plain == rendered({"router_settings": {}, "litellm_settings": {}, "general_settings": {}})
-    assert plain["litellm_settings"] == {"drop_params": True, "request_timeout": 600}
+    assert plain["litellm_settings"] == {
+        "drop_params": True,
+        "request_timeout": 600,
+        "callbacks": ["prometheus"],
+    }
     assert plain["general_settings"]["background_health_checks"] is False
 
 
@@ -55,7 +62,8 @@ def test_each_section_is_merged_beside_llmctls_keys() -> None:
         "drop_params": True,
         "request_timeout": 600,
         "set_verbose": True,
-        "callbacks": ["langfuse"],
+        # gateway.litellm_metrics' callback first, the passthrough's joined after it.
+        "callbacks": ["prometheus", "langfuse"],
     }
     general = data["general_settings"]
     assert general["master_key"] == "os.environ/LITELLM_MASTER_KEY"
@@ -113,3 +121,32 @@ def test_lists_in_both_are_joined_and_other_keys_of_the_passthrough_win() -> Non
         "request_timeout": 600,
         "json_logs": True,
     }
+
+
+def with_metrics(**gateway: Any) -> dict[str, Any]:
+    config, _ = parse_config(
+        dump(minimal_config(gateway={"command": "/opt/litellm/bin/litellm", "port": 4000, **gateway}))
+    )
+    out: dict[str, Any] = yaml.safe_load(render_gateway_config(config, SERVING))
+    return out
+
+
+def test_litellm_metrics_are_on_by_default_as_the_prometheus_callback() -> None:
+    settings = with_metrics()["litellm_settings"]
+    assert settings["callbacks"] == ["prometheus"]
+    # /metrics keeps LiteLLM's default, auth on: nothing here may turn it off.
+    assert "require_auth_for_metrics_endpoint" not in settings
+
+
+def test_litellm_metrics_off_renders_no_callback() -> None:
+    settings = with_metrics(litellm_metrics=False)["litellm_settings"]
+    assert "callbacks" not in settings
+    assert settings["drop_params"] is True
+    passed = with_metrics(litellm_metrics=False, litellm={"litellm_settings": {"callbacks": ["langfuse"]}})
+    assert passed["litellm_settings"]["callbacks"] == ["langfuse"]
+
+
+def test_litellm_metrics_must_be_a_boolean() -> None:
+    with pytest.raises(LlmctlError) as info:
+        parse_config(dump(minimal_config(gateway={"command": "/x/litellm", "litellm_metrics": "sometimes"})))
+    assert "gateway.litellm_metrics" in str(info.value.message) + "".join(info.value.details)

@@ -294,6 +294,11 @@ class Gateway(Strict):
         default=None,
         description="A response cache in Redis, run by llmctl (llmctl-redis.service); unset: no cache.",
     )
+    litellm_metrics: bool = Field(
+        default=True,
+        description="LiteLLM's own Prometheus metrics (its prometheus callback) on the gateway's "
+        "/metrics/, which asks for the gateway key (see docs/metrics.md).",
+    )
 
     @property
     def router_listen_port(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 from llmctl.errors import ExitCode, LlmctlError
@@ -67,3 +68,20 @@ def litellm_python(entry_point: Path) -> Path:
         "e.g. ~/venvs/litellm/bin/litellm.",
         exit_code=ExitCode.USAGE,
     )
+
+
+# LiteLLM's prometheus callback (gateway.litellm_metrics) imports it at start, and litellm[proxy]
+# does not install it: without it the gateway's config load fails and the unit never starts.
+METRICS_MODULE = "prometheus_client"
+_FIND_SPEC = "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)"
+
+
+def can_import(python: Path, module: str) -> bool:
+    """Whether `python` finds `module` (without importing it: ~20 ms, not LiteLLM's seconds)."""
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _FIND_SPEC, module], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0

@@ -93,6 +93,11 @@ def gateway_config(
 
         litellm_settings["cache"] = True
         litellm_settings["cache_params"] = cache_params(gw.cache)
+    if gw.litellm_metrics:
+        # Open source in LiteLLM 1.106 (no premium check) and served on /metrics/ behind the
+        # master key (require_auth_for_metrics_endpoint defaults to true): docs/metrics.md.
+        # gateway.litellm refuses prometheus; its other callbacks are joined after this one.
+        litellm_settings["callbacks"] = ["prometheus"]
     return {
         "model_list": model_list,
         "router_settings": merge_settings(router, passthrough["router_settings"]),

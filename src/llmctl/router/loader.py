@@ -40,6 +40,26 @@ class SwitchLoader:
     inventory_file: Path | None = None  # described GPUs (tests); None: NVML
     on_message: Callable[[str], None] | None = None
 
+    def current_config(self) -> LoadedConfig:
+        """The config `llmctl up` applied last (read again when its text changed).
+
+        The router starts with the applied config, and `up` changing only gateway settings
+        (fallbacks, litellm_metrics) does not restart it. A load renders gateway.yaml: from the
+        config it started with, it would undo what `up` changed and reload the gateway under
+        the very request that waits for this load (drained, then cut: a 500).
+        """
+        from llmctl.config.load import load_config  # noqa: PLC0415
+        from llmctl.state import applied_config_file  # noqa: PLC0415
+
+        applied = applied_config_file(self.paths.state_dir)
+        try:
+            text = applied.read_text(encoding="utf-8")
+        except OSError:
+            return self.loaded
+        if text != self.loaded.text:
+            self.loaded = replace(load_config(applied), path=self.config_path)
+        return self.loaded
+
     def render_options(self, serving: dict[str, str]) -> RenderOptions:
         from llmctl.render.units import RenderOptions  # noqa: PLC0415
 
@@ -87,7 +107,7 @@ class SwitchLoader:
         started = time.monotonic()
         try:
             result = switch(
-                self.loaded, self.paths, model, render_options=self.render_options, backend=backend,
+                self.current_config(), self.paths, model, render_options=self.render_options, backend=backend,
                 on_message=self.on_message,
                 gpu_source=gpu.source_for(self.inventory_file),
                 snapshot_command="switch" if explicit else LOAD_COMMAND,
