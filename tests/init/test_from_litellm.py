@@ -266,28 +266,18 @@ def test_settings_llmctl_owns_go_to_its_keys() -> None:
     )
 
 
-def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:
+def test_settings_llmctl_has_no_key_for_are_passed_through_or_reported() -> None:
     result = run()
-    fields = _gateway_fields()
     passed = result.config["gateway"].get("litellm", {})
     for key in ("router_settings.retry_policy", "router_settings.allowed_fails_policy",
                 "litellm_settings.stream_timeout", "general_settings.health_check_interval"):  # fmt: skip
         state, why = outcome(result, key)
         section, _, name = key.partition(".")
-        if "litellm" not in fields:
-            assert (state, why) == (
-                "unmapped",
-                "not carried yet: this llmctl has no gateway.litellm passthrough",
-            )
-        elif state == "mapped":
+        if state == "mapped":
             assert name in passed[section], key
         else:  # the passthrough's allow-list refused it: taken out again, with its reason
             assert why.startswith("gateway.litellm refuses it: "), (key, why)
             assert name not in passed.get(section, {})
-    for key in ("litellm_settings.cache", "litellm_settings.cache_params", "router_settings.redis_host"):
-        state, why = outcome(result, key)
-        if "cache" not in fields:
-            assert state == "unmapped" and why.startswith("not carried yet: this llmctl has no gateway.cache")
     assert outcome(result, "litellm_settings.drop_params")[0] == "mapped"
     # Model ids in fallback-like maps are filtered like fallbacks.
     assert outcome(
@@ -296,12 +286,6 @@ def test_settings_without_a_place_yet_are_reported_not_dropped() -> None:
         "unmapped",
         "bedrock-claude was not mapped",
     )
-
-
-def _gateway_fields() -> set[str]:
-    from llmctl.config.schema import Gateway  # noqa: PLC0415
-
-    return set(Gateway.model_fields)
 
 
 def test_a_secret_literal_in_a_setting_is_never_passed_through() -> None:
@@ -350,7 +334,6 @@ def test_the_import_does_not_change_its_input() -> None:
     assert data == before
 
 
-@pytest.mark.skipif("cache" not in _gateway_fields(), reason="this llmctl has no gateway.cache yet")
 def test_a_redis_cache_maps_to_gateway_cache() -> None:
     result = run()
     assert result.config["gateway"]["cache"] == {"type": "redis", "ttl": 3600}
@@ -366,20 +349,8 @@ def test_a_redis_cache_maps_to_gateway_cache() -> None:
     assert outcome(result, "litellm_settings.cache_params.mode")[0] == "unmapped"
 
 
-@pytest.mark.skipif("cache" in _gateway_fields(), reason="this llmctl has gateway.cache")
-def test_a_redis_cache_is_reported_as_not_carried_yet() -> None:
-    result = run()
-    assert "cache" not in result.config["gateway"]
-    for key in ("litellm_settings.cache", "litellm_settings.cache_params", "router_settings.redis_password"):
-        assert outcome(result, key) == (
-            "unmapped",
-            "not carried yet: this llmctl has no gateway.cache (Redis)",
-        )
-
-
-@pytest.mark.skipif("litellm_metrics" not in _gateway_fields(), reason="no gateway.litellm_metrics yet")
 def test_the_prometheus_callback_maps_to_litellm_metrics() -> None:
-    assert run().config["gateway"]["litellm_metrics"] is False  # the source has none
+    assert "litellm_metrics" not in run().config["gateway"]  # the source has none: off, the default
     data = source(entry("a", "openai/a"), litellm_settings={"callbacks": ["prometheus", "langfuse"]})
     result = run(data)
     assert result.config["gateway"]["litellm_metrics"] is True
@@ -393,9 +364,6 @@ def test_the_prometheus_callback_maps_to_litellm_metrics() -> None:
 def test_drop_params_left_unset_keeps_litellms_default() -> None:
     result = run(source(entry("a", "openai/a")))
     state, why = outcome(result, "litellm_settings.drop_params (not set)")
-    if "litellm" in _gateway_fields():
-        assert state == "mapped" and "LiteLLM's default false kept" in why
-        assert result.config["gateway"]["litellm"]["litellm_settings"]["drop_params"] is False
-    else:
-        assert state == "guessed"
+    assert state == "mapped" and "LiteLLM's default false kept" in why
+    assert result.config["gateway"]["litellm"]["litellm_settings"]["drop_params"] is False
     assert "drop_params (not set)" not in json.dumps(run().as_dict())  # the workstation sets it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from llmctl import init
@@ -83,8 +84,10 @@ def test_plan_everything_on_a_gpu_machine() -> None:
         "port": 4000,
         "on_demand": True,
         "router_port": 4001,
+        "litellm_metrics": False,  # no python at /home/u/venvs/litellm/bin: no prometheus_client
     }
     whats = [c.what for c in plan.choices]
+    assert "LiteLLM's metrics off (gateway.litellm_metrics)" in whats
     assert "llama-cpp-python not configured" in whats
     assert any(w.startswith("vllm (") and w.endswith("not configured") for w in whats)
 
@@ -129,3 +132,21 @@ def test_found_lines() -> None:
     assert "  GGUF files: 1 in ~/models, largest 3.0 GiB" in lines
     assert "  Ollama models: none pulled" in lines
     assert "  GPUs: 0: RTX 4090, 24.0 GiB (test)" in lines
+
+
+def test_plan_turns_litellms_metrics_on_where_its_python_has_prometheus_client(tmp_path: Path) -> None:
+    # A `litellm` entry point whose #! names this venv's python, which has prometheus_client
+    # (llmctl's supervisor uses it), as pip writes the script into LiteLLM's venv.
+    entry = tmp_path / "bin" / "litellm"
+    entry.parent.mkdir()
+    entry.write_text(f"#!{sys.executable}\nimport sys\n")
+    entry.chmod(0o755)
+    d = detection(
+        executables={"llama-server": [found("llama-server", "/usr/bin/llama-server")],
+                     "litellm": [found("litellm", str(entry))]},
+        ggufs=[GgufFile(Path("/home/u/models/small.gguf"), GIB)],
+    )  # fmt: skip
+    plan = init.plan(d, lambda port: False, Path("/home/u"))
+    config = loads(init.render_plan(plan, d, Path("/home/u")))
+    assert config["gateway"]["litellm_metrics"] is True
+    assert "LiteLLM's metrics on (gateway.litellm_metrics)" in [c.what for c in plan.choices]

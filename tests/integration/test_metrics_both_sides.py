@@ -1,7 +1,8 @@
 """LiteLLM's own metrics beside llmctl's, read by the real Prometheus.
 
 One on-demand stack (a real llama-server behind llmctl's router, the real LiteLLM 1.106.2 in
-front, the supervisor) with gateway.litellm_metrics left at its default. Prometheus scrapes the
+front, the supervisor) with gateway.litellm_metrics on (as `llmctl init` writes it where LiteLLM's venv has
+prometheus-client, as provision's has). Prometheus scrapes the
 three endpoints (the gateway's /metrics/ with the gateway key as a bearer file, 0600) while
 requests go through the gateway: two that succeed (and make the router load and evict), one
 whose model cannot load and falls back, one whose model cannot load and has no fallback. The
@@ -74,8 +75,8 @@ class Stack:
                         "broken": {**native, "source": str(broken)},
                         "broken-alone": {**native, "source": str(broken)},
                     },
-                    # litellm_metrics is not set: its default is what users get.
                     "gateway": {
+                        "litellm_metrics": True,
                         "command": str(provisioned.litellm),
                         "port": self.gateway_port,
                         "on_demand": True,

@@ -25,6 +25,7 @@ def config_with(passthrough: dict[str, Any]) -> Config:
         "remote": {"provider": "openai", "model": "gpt-4o", "api_key_env": "OPENAI_KEY"}
     }
     config["gateway"]["litellm"] = passthrough
+    config["gateway"]["litellm_metrics"] = True  # llmctl's own callback, for the merges below
     parsed, _ = parse_config(dump(config))
     return parsed
 
@@ -131,8 +132,13 @@ def with_metrics(**gateway: Any) -> dict[str, Any]:
     return out
 
 
-def test_litellm_metrics_are_on_by_default_as_the_prometheus_callback() -> None:
-    settings = with_metrics()["litellm_settings"]
+def test_litellm_metrics_are_off_by_default() -> None:
+    # On by default, `up` would refuse every config whose LiteLLM lacks prometheus_client.
+    assert "callbacks" not in with_metrics()["litellm_settings"]
+
+
+def test_litellm_metrics_render_as_the_prometheus_callback() -> None:
+    settings = with_metrics(litellm_metrics=True)["litellm_settings"]
     assert settings["callbacks"] == ["prometheus"]
     # /metrics keeps LiteLLM's default, auth on: nothing here may turn it off.
     assert "require_auth_for_metrics_endpoint" not in settings

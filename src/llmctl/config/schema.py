@@ -294,10 +294,15 @@ class Gateway(Strict):
         default=None,
         description="A response cache in Redis, run by llmctl (llmctl-redis.service); unset: no cache.",
     )
+    # Off unless asked for: the callback needs prometheus_client in LiteLLM's venv, which
+    # litellm[proxy] does not install, and `up` refuses a gateway that would fail its import.
+    # Defaulting to on would make `up` refuse existing configs after an upgrade; `llmctl init`
+    # turns it on where LiteLLM's python has the module.
     litellm_metrics: bool = Field(
-        default=True,
+        default=False,
         description="LiteLLM's own Prometheus metrics (its prometheus callback) on the gateway's "
-        "/metrics/, which asks for the gateway key (see docs/metrics.md).",
+        "/metrics/, which asks for the gateway key; needs prometheus-client in LiteLLM's venv "
+        "(see docs/metrics.md). `llmctl init` sets it where that is installed.",
     )
 
     @property

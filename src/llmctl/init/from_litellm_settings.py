@@ -72,12 +72,6 @@ CALLBACK_KEYS = ("callbacks", "success_callback", "failure_callback")
 CACHE_PARAMS = ("ttl", "mode", "namespace")
 
 
-def _gateway_fields() -> set[str]:
-    from llmctl.config.schema import Gateway  # noqa: PLC0415
-
-    return set(Gateway.model_fields)
-
-
 def _whole(value: Any) -> Any:
     """30.0 -> 30: YAML floats for settings llmctl keeps as whole numbers."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -101,7 +95,6 @@ class _Settings:
         self.data = data
         self.mapped = mapped
         self.report = report
-        self.fields = _gateway_fields()
         self.gateway: dict[str, Any] = {}
         self.set_by: dict[str, str] = {}  # gateway key -> the source entry that set it
         self.passthrough: dict[str, dict[str, Any]] = {}
@@ -221,9 +214,6 @@ class _Settings:
             value = self.model_map(section, key, value)
             if value is None:
                 return
-        if "litellm" not in self.fields:
-            self.report.unmapped(label, "not carried yet: this llmctl has no gateway.litellm passthrough")
-            return
         self.passthrough.setdefault(section, {})[key] = value
         self.report.mapped(
             label, "passed through as LiteLLM's own setting", f"gateway.litellm.{section}.{key}"
@@ -239,11 +229,6 @@ class _Settings:
         params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         enabled = litellm.get("cache") is True
         kind = params.get("type", "redis" if enabled else None)
-        if "cache" not in self.fields:
-            why = "not carried yet: this llmctl has no gateway.cache"
-            for label in labels:
-                self.report.unmapped(label, why + (" (Redis)" if kind == "redis" else ""))
-            return
         if not enabled or kind != "redis":
             for label in labels:
                 self.report.unmapped(label, f"gateway.cache takes a Redis cache; this is {kind or 'off'}")
@@ -269,13 +254,8 @@ class _Settings:
         names = value if isinstance(value, list) else [value]
         others = [n for n in names if n != "prometheus"]
         if "prometheus" in names:
-            if "litellm_metrics" in self.fields:
-                self.gateway["litellm_metrics"] = True
-                self.report.mapped(label + " (prometheus)", "LiteLLM's metrics", "gateway.litellm_metrics")
-            else:
-                self.report.unmapped(
-                    label + " (prometheus)", "not carried yet: this llmctl has no gateway.litellm_metrics"
-                )
+            self.gateway["litellm_metrics"] = True
+            self.report.mapped(label + " (prometheus)", "LiteLLM's metrics", "gateway.litellm_metrics")
         if others:
             self.carry("litellm_settings", key, others if isinstance(value, list) else others[0])
 
@@ -299,16 +279,13 @@ class _Settings:
         if "drop_params" in self.section("litellm_settings"):
             return
         label = "litellm_settings.drop_params (not set)"
-        if "litellm" in self.fields:
-            self.passthrough.setdefault("litellm_settings", {})["drop_params"] = False
-            self.report.mapped(
-                label,
-                "LiteLLM's default false kept (llmctl's own gateway.yaml says true: unsupported "
-                "parameters dropped instead of refused)",
-                "gateway.litellm.litellm_settings.drop_params",
-            )
-        else:
-            self.report.guessed(label, "llmctl's gateway sets drop_params: true (LiteLLM's default is false)")
+        self.passthrough.setdefault("litellm_settings", {})["drop_params"] = False
+        self.report.mapped(
+            label,
+            "LiteLLM's default false kept (llmctl's own gateway.yaml says true: unsupported "
+            "parameters dropped instead of refused)",
+            "gateway.litellm.litellm_settings.drop_params",
+        )
 
     def run(self) -> dict[str, Any]:
         for section in SECTIONS:
@@ -328,15 +305,6 @@ class _Settings:
                     self.carry(section, key, value)
         self.fallbacks()
         self.cache()
-        if "litellm_metrics" in self.fields and "litellm_metrics" not in self.gateway:
-            # llmctl turns LiteLLM's prometheus callback on by default; the source had it off.
-            self.gateway["litellm_metrics"] = False
-            self.report.mapped(
-                "litellm_settings.callbacks (no prometheus)",
-                "the source has no prometheus callback; llmctl's default is on (set it for LiteLLM's "
-                "/metrics)",
-                "gateway.litellm_metrics",
-            )
         self.defaults()
         self.drop_params_default()
         if self.passthrough:

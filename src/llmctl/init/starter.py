@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.errors import LlmctlError
 from llmctl.init.detection import (
     KINDS,
     SHARD_SUFFIX,
@@ -184,12 +185,21 @@ class _Planner:
         if litellm is not None and self.backends:
             gateway_port = self.port_for("gateway")
             # New configs serve every model on demand (docs/on-demand.md); older ones opt in.
+            metrics, python = _litellm_has_metrics_module(litellm.path)
             self.result.config["gateway"] = {
                 "command": str(litellm.path), "port": gateway_port, "on_demand": True,
-                "router_port": self.port_for("router"),
+                "router_port": self.port_for("router"), "litellm_metrics": metrics,
             }  # fmt: skip
             self.choose(f"gateway (LiteLLM, {litellm.path})", f"found in {litellm.where}")
             self.choose("models on demand (gateway.on_demand)", "every model answers; loaded when asked for")
+            if metrics:
+                self.choose("LiteLLM's metrics on (gateway.litellm_metrics)", "on the gateway's /metrics/")
+            else:
+                self.choose(
+                    "LiteLLM's metrics off (gateway.litellm_metrics)",
+                    f"its python lacks prometheus-client: `{python} -m pip install prometheus-client`, "
+                    "then set it true",
+                )
             return
         self.result.config["gateway"] = {"enabled": False}
         self.choose(
@@ -261,3 +271,14 @@ def found_lines(detection: Detection, home: Path) -> list[str]:
     else:
         lines.append(f"  GPUs: none ({detection.gpu_note})")
     return lines
+
+
+def _litellm_has_metrics_module(entry_point: Path) -> tuple[bool, Path]:
+    """(whether LiteLLM's python can import what its metrics need, that python)."""
+    from llmctl.gateway_runtime.interpreter import METRICS_MODULE, can_import, litellm_python  # noqa: PLC0415
+
+    try:
+        python = litellm_python(entry_point)
+    except LlmctlError:
+        return False, entry_point.parent / "python"
+    return can_import(python, METRICS_MODULE), python
