@@ -244,10 +244,16 @@ def start_job(unit: str, *, restart: bool = False) -> StartJob:
     return StartJob(unit, process)
 
 
-def stop(units: Sequence[str], *, timeout: float | None = 300) -> None:
+def stop(units: Sequence[str], *, block: bool = True, timeout: float | None = 300) -> None:
     if units:
         # 5: a unit that is not loaded (its file is gone) has nothing left to stop.
-        systemctl("stop", *units, ok_codes=(0, 5), timeout=timeout)
+        systemctl("stop", *([] if block else ["--no-block"]), *units, ok_codes=(0, 5), timeout=timeout)
+
+
+def kill(units: Sequence[str], signal: str) -> None:
+    """Send `signal` to every process of the units (`systemctl kill`'s default: all of them)."""
+    if units:
+        systemctl("kill", f"--signal={signal}", *units, ok_codes=(0, 1, 5))
 
 
 def restart(units: Sequence[str], *, block: bool = True, timeout: float | None = None) -> None:

@@ -206,6 +206,7 @@ class RestartBook:
         evidence = {
             **request.evidence,
             "main_pid": request.main_pid,
+            **({"stopped_by": detail} if outcome is RestartOutcome.DONE and detail else {}),
             "restarts_in_window": len(record.restarts_within(now, policy.breaker_window)),
             "next_backoff_s": policy.backoff(record.streak),
         }

@@ -48,7 +48,8 @@ from llmctl.supervisor.metrics import Metrics
 from llmctl.supervisor.plan import Plan
 from llmctl.supervisor.store import Store
 
-STOP_TIMEOUT = 90  # systemctl stop waits for TimeoutStopSec= (60 s) and then SIGKILL
+# A backend judged hung gets this long to exit on SIGTERM before it is killed.
+HUNG_STOP_GRACE = 10.0
 GONE_TIMEOUT = 15.0
 GPU_FREE_TIMEOUT = 10.0
 MAX_TICK = 1.0
@@ -166,15 +167,46 @@ def restart_unit(request: RestartRequest, state_dir: Path) -> tuple[RestartOutco
             if state is None or state.active_state != "active" or state.main_pid != request.main_pid:
                 return RestartOutcome.GONE, "the unit changed before the restart"
             pids = procs.cgroup_pids(state.control_group) or [state.main_pid]
-            systemd.stop([request.unit], timeout=STOP_TIMEOUT)
-            deadline = time.monotonic() + GONE_TIMEOUT
-            while procs.alive(pids) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            how = stop_hung(request.unit, pids)
             wait_gpu_released(pids, GPU_FREE_TIMEOUT)
             systemd.start([request.unit], block=False)
         except LlmctlError as exc:
             return RestartOutcome.FAILED, exc.message
-    return RestartOutcome.DONE, ""
+    return RestartOutcome.DONE, how
+
+
+def stop_hung(unit: str, pids: list[int]) -> str:
+    """Stop a unit judged hung; says how ("SIGTERM" or "SIGKILL after N s").
+
+    A stop job first (SIGTERM and SIGCONT to every process: a healthy llama-server exits in
+    milliseconds). A process that stopped answering may not finish a graceful stop either, and
+    TimeoutStopSec= (60 s) would keep the backend down that long: after HUNG_STOP_GRACE its
+    processes are killed, and the stop job ends as they go (so Restart= does not fire)."""
+    systemd.stop([unit], block=False)
+    if _gone(pids, HUNG_STOP_GRACE):
+        how = "SIGTERM"
+    else:
+        systemd.kill([unit], "SIGKILL")
+        how = f"SIGKILL after {HUNG_STOP_GRACE:.0f} s"
+        if not _gone(pids, GONE_TIMEOUT):
+            raise LlmctlError(f"{unit}: processes {pids} still alive after SIGKILL")
+    # The start that follows must not meet the stop job still running (it would replace it).
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while time.monotonic() < deadline:
+        state = systemd.show([unit]).get(unit)
+        if state is None or state.active_state in ("inactive", "failed"):
+            break
+        time.sleep(0.05)
+    return how
+
+
+def _gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while procs.alive(pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _gpu_reader() -> Any:
