@@ -1,4 +1,5 @@
-"""lifecycle: key files for keyed backends; waiting for a unit to serve (with and without a start job)."""
+"""lifecycle and converge: key files for keyed backends; waiting for a unit to serve (with and
+without a start job); the checks before a start."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from llmctl import systemd
 from llmctl.backends.base import Health, Probe
 from llmctl.config.load import parse_config
+from llmctl.converge import preflight, wait_serving
 from llmctl.errors import ExitCode, LlmctlError
-from llmctl.lifecycle import _preflight, ensure_backend_keys, wait_serving
+from llmctl.lifecycle import ensure_backend_keys
 from llmctl.paths import Paths
 from llmctl.secrets import read_backend_key
 from llmctl.stack import GATEWAY_KIND, StackUnit
@@ -62,9 +64,9 @@ class FakeManager:
 
 @pytest.fixture
 def probes_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmctl import lifecycle  # noqa: PLC0415
+    from llmctl import converge  # noqa: PLC0415
 
-    monkeypatch.setattr(lifecycle, "probe_once", lambda *a: Probe(Health.OK, "/health 200"))
+    monkeypatch.setattr(converge, "probe_once", lambda *a: Probe(Health.OK, "/health 200"))
 
 
 def job_ending_after(seconds: float) -> systemd.StartJob:
@@ -95,11 +97,11 @@ def test_without_a_job_it_polls_fast(monkeypatch: pytest.MonkeyPatch, probes_ok:
 
 
 def test_a_wait_that_fails_closes_the_job(monkeypatch: pytest.MonkeyPatch, probes_ok: None) -> None:
-    from llmctl import lifecycle  # noqa: PLC0415
+    from llmctl import converge  # noqa: PLC0415
 
     job = job_ending_after(30)
     monkeypatch.setattr(systemd, "show", lambda units: {UNIT.unit: state("activating")})
-    monkeypatch.setattr(lifecycle, "failure_report", lambda unit, why: LlmctlError(why))
+    monkeypatch.setattr(converge, "failure_report", lambda unit, why: LlmctlError(why))
     with pytest.raises(LlmctlError, match="not ready after"):
         wait_serving(UNIT, 0.3, object(), None, job=job)
     assert job.finished  # the systemctl client was stopped, not left behind
@@ -108,11 +110,11 @@ def test_a_wait_that_fails_closes_the_job(monkeypatch: pytest.MonkeyPatch, probe
 def test_a_failed_start_job_is_reported_once_it_ends(
     monkeypatch: pytest.MonkeyPatch, probes_ok: None
 ) -> None:
-    from llmctl import lifecycle  # noqa: PLC0415
+    from llmctl import converge  # noqa: PLC0415
 
     job = job_ending_after(0.2)
     monkeypatch.setattr(systemd, "show", lambda units: {UNIT.unit: state("failed")})
-    monkeypatch.setattr(lifecycle, "failure_report", lambda unit, why: LlmctlError(why))
+    monkeypatch.setattr(converge, "failure_report", lambda unit, why: LlmctlError(why))
     with pytest.raises(LlmctlError, match="the unit is failed"):
         wait_serving(UNIT, 10, object(), None, job=job)
     assert job.finished
@@ -181,7 +183,7 @@ def test_redis_is_probed_over_resp_not_http() -> None:
 def test_converge_uses_the_states_it_is_given_when_they_cover_its_units(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llmctl.lifecycle import converge  # noqa: PLC0415
+    from llmctl.converge import converge  # noqa: PLC0415
 
     shows: list[list[str]] = []
 
@@ -224,16 +226,16 @@ def test_up_refuses_litellm_metrics_when_litellms_python_lacks_prometheus_client
     python.chmod(0o755)
     unit = gateway_unit(fake_litellm(tmp_path, str(python)))
     with pytest.raises(LlmctlError) as info:
-        _preflight([unit], {}, litellm_metrics=True)
+        preflight([unit], {}, litellm_metrics=True)
     assert "nothing was changed" in info.value.message
     assert info.value.exit_code == ExitCode.USAGE
     (problem,) = info.value.details
     assert "gateway.litellm_metrics needs prometheus_client" in problem
     assert f"{python} -m pip install prometheus-client" in problem
     assert "gateway.litellm_metrics: false" in problem
-    _preflight([unit], {}, litellm_metrics=False)  # off: nothing to import
+    preflight([unit], {}, litellm_metrics=False)  # off: nothing to import
 
 
 def test_up_lets_litellm_metrics_through_when_the_module_is_there(tmp_path: Path) -> None:
     # The dev venv's python has prometheus_client (llmctl's supervisor uses it).
-    _preflight([gateway_unit(fake_litellm(tmp_path, sys.executable))], {}, litellm_metrics=True)
+    preflight([gateway_unit(fake_litellm(tmp_path, sys.executable))], {}, litellm_metrics=True)

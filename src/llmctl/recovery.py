@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl import snapshots, systemd, transaction
+from llmctl.converge import Progress, UnitOutcome, converge
 from llmctl.errors import LlmctlError
 from llmctl.install import ChangeKind
-from llmctl.lifecycle import Progress, UnitOutcome, converge
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, REDIS_CONF_FILE, REDIS_UNIT, UNIT_SUBDIR
 from llmctl.snapshots.manifest import CONFIG_KEY

@@ -53,7 +53,7 @@ def litellm_check(app: AppContext, loaded: LoadedConfig) -> LiteLLMCheck | None:
     config = loaded.config
     if not (config.gateway.enabled and config.gateway.litellm.is_set()):
         return None
-    from llmctl.config.checks import resolve_executable  # noqa: PLC0415
+    from llmctl.executables import resolve_executable  # noqa: PLC0415
     from llmctl.gateway_runtime.config_check import check_gateway_file  # noqa: PLC0415
     from llmctl.render.gateway import render_gateway_config  # noqa: PLC0415
 

@@ -8,9 +8,7 @@ Each check yields `Problem`s with a YAML path; errors stop the config from loadi
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -18,6 +16,7 @@ from typing import Literal
 from llmctl.config.litellm_settings import passthrough_problems
 from llmctl.config.problems import Loc, Problem, format_loc
 from llmctl.config.schema import AnyBackend, Config, Kind, is_loopback
+from llmctl.executables import resolve_executable
 
 SourceKind = Literal["gguf", "directory", "hf-repo", "ollama-tag"]
 
@@ -41,15 +40,6 @@ ACCEPTS: dict[Kind, tuple[SourceKind, ...]] = {
     Kind.VLLM: ("hf-repo", "directory", "gguf"),
     Kind.OLLAMA: ("ollama-tag", "hf-repo"),
 }
-
-
-def resolve_executable(command: str) -> Path | None:
-    """Absolute path of `command` (absolute, ~/..., or a bare name on PATH), if it exists."""
-    if "/" in command or command.startswith("~"):
-        path = Path(command).expanduser()
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    found = shutil.which(command)
-    return Path(found) if found else None
 
 
 def _suggest(name: str, known: list[str]) -> str:

@@ -113,7 +113,7 @@ def _linger() -> bool | None:
 
 
 def _resolve(command: str) -> Path | None:
-    from llmctl.config.checks import resolve_executable  # noqa: PLC0415
+    from llmctl.executables import resolve_executable  # noqa: PLC0415
 
     return resolve_executable(command)
 

@@ -18,9 +18,9 @@ import jinja2
 
 from llmctl import __version__
 from llmctl.backends import adapter_for
-from llmctl.config.checks import resolve_executable
 from llmctl.config.schema import AnyBackend, Config
 from llmctl.errors import ExitCode, LlmctlError
+from llmctl.executables import resolve_executable
 from llmctl.gateway_runtime import BACKLOG, CHILD_STOP_TIMEOUT, RELOAD_WAIT_TIMEOUT, RUNTIME_DIR_NAME
 from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.paths import Paths

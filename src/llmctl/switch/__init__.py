@@ -37,8 +37,8 @@ from llmctl import procs, snapshots, systemd, transaction
 from llmctl.backends import adapter_for
 from llmctl.backends.base import probe_client
 from llmctl.config.load import LoadedConfig
+from llmctl.converge import Progress, wait_serving
 from llmctl.errors import LlmctlError
-from llmctl.lifecycle import Progress, wait_serving
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.render.units import GATEWAY_FILE, RenderOptions, bridge_unit, render_stack

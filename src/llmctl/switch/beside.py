@@ -32,8 +32,8 @@ from llmctl import systemd
 from llmctl.backends import adapter_for
 from llmctl.backends.base import probe_client
 from llmctl.config.load import LoadedConfig
+from llmctl.converge import Progress, wait_serving
 from llmctl.fsutil import atomic_write
-from llmctl.lifecycle import Progress, wait_serving
 from llmctl.paths import Paths
 from llmctl.render.units import UNIT_SUBDIR, RenderOptions, bridge_unit, render_bridge
 from llmctl.stack import StackUnit
