@@ -34,6 +34,29 @@ def test_only_the_plain_forms_of_status_are_taken(args: list[str], parsed: objec
     assert entry.status_arguments(args) == parsed
 
 
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (["up", "solo"], (None, ("solo",), False)),
+        (["up", "a", "b"], (None, ("a", "b"), False)),
+        (["up", "--json", "solo"], (None, ("solo",), True)),
+        (["up", "solo", "--json"], (None, ("solo",), True)),
+        (["--config", "/x.yaml", "up", "solo"], ("/x.yaml", ("solo",), False)),
+        (["--config=/x.yaml", "up", "solo"], ("/x.yaml", ("solo",), False)),
+        (["up"], None),  # the whole stack: the full `up`
+        (["up", "--json"], None),
+        (["up", "--timeout", "5", "solo"], None),
+        (["up", "--no-wait", "solo"], None),
+        (["up", "solo", "--help"], None),
+        (["up", "--json", "--json", "solo"], None),
+        (["down", "solo"], None),
+        (["status"], None),
+    ],
+)
+def test_only_the_plain_forms_of_up_name_are_taken(args: list[str], parsed: object) -> None:
+    assert entry.up_arguments(args) == parsed
+
+
 @pytest.fixture
 def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example config applied (its units installed), the user manager answering, nothing

@@ -69,9 +69,13 @@ def probes_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(converge, "probe_once", lambda *a: Probe(Health.OK, "/health 200"))
 
 
-def job_ending_after(seconds: float) -> systemd.StartJob:
+def job_ending_after(seconds: float, code: int = 0) -> systemd.StartJob:
+    """A stand-in for `systemctl start`: exits `code` (0: the job is done, the unit active)."""
     return systemd.StartJob(
-        UNIT.unit, subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+        UNIT.unit,
+        subprocess.Popen(
+            [sys.executable, "-c", f"import sys, time; time.sleep({seconds}); sys.exit({code})"]
+        ),
     )
 
 
@@ -87,6 +91,31 @@ def test_with_a_start_job_the_wait_ends_when_the_job_does_and_looks_rarely(
     assert job.finished
     assert took < 0.6 + 0.15, "woken by the job's end, not by the next look"
     assert manager.looks <= 5, f"{manager.looks} looks in 0.6 s: polling at 20 ms would be ~30"
+
+
+def test_a_start_job_that_succeeded_is_believed_without_a_show(
+    monkeypatch: pytest.MonkeyPatch, probes_ok: None
+) -> None:
+    """systemctl start exits 0 only once the unit is active: one probe confirms it serves."""
+    job = job_ending_after(0.05)
+    manager = FakeManager(job, 0)
+    monkeypatch.setattr(systemd, "show", manager.show)
+    wait_serving(UNIT, 10, object(), None, job=job)
+    assert manager.looks == 0
+
+
+def test_a_start_job_that_succeeded_but_does_not_serve_is_looked_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmctl import converge  # noqa: PLC0415
+
+    answers = iter([Probe(Health.DOWN, "connection refused"), Probe(Health.OK, "/health 200")])
+    monkeypatch.setattr(converge, "probe_once", lambda *a: next(answers))
+    job = job_ending_after(0.05)
+    manager = FakeManager(job, 0)
+    monkeypatch.setattr(systemd, "show", manager.show)
+    wait_serving(UNIT, 10, object(), None, job=job)
+    assert manager.looks == 1  # the job's word was not enough: systemd asked, then probed again
 
 
 def test_without_a_job_it_polls_fast(monkeypatch: pytest.MonkeyPatch, probes_ok: None) -> None:
@@ -112,7 +141,7 @@ def test_a_failed_start_job_is_reported_once_it_ends(
 ) -> None:
     from llmctl import converge  # noqa: PLC0415
 
-    job = job_ending_after(0.2)
+    job = job_ending_after(0.2, code=1)  # systemctl exits 1 when the job failed
     monkeypatch.setattr(systemd, "show", lambda units: {UNIT.unit: state("failed")})
     monkeypatch.setattr(converge, "failure_report", lambda unit, why: LlmctlError(why))
     with pytest.raises(LlmctlError, match="the unit is failed"):
@@ -143,7 +172,8 @@ def test_a_stale_active_state_before_the_restart_begins_is_not_taken_for_ready(
 
 def test_a_new_redis_conf_or_password_restarts_redis_and_a_new_password_the_gateway_too() -> None:
     from llmctl.install import ChangeKind, FileChange  # noqa: PLC0415
-    from llmctl.lifecycle import UpResult, _to_restart  # noqa: PLC0415
+    from llmctl.lifecycle import _to_restart  # noqa: PLC0415
+    from llmctl.up_report import UpResult  # noqa: PLC0415
 
     conf = UpResult(files=[FileChange("llmctl/redis.conf", ChangeKind.CHANGED, "a", "b")])
     assert _to_restart(conf) == {"llmctl/redis.conf", "systemd/user/llmctl-redis.service"}

@@ -1,11 +1,12 @@
-"""The `llmctl` command (and `python -m llmctl`): the two commands on hot paths skip click.
+"""The `llmctl` command (and `python -m llmctl`): the commands on hot paths skip click.
 
-`wait-ready` runs at every unit start (`ExecStartPost=`), and `status` is what scripts and
-monitors poll; click and the CLI's modules cost ~40 ms of a status that takes ~100 ms. Both
-go straight to their function when their arguments are the plain forms handled here;
-anything else (help, another option, a config that must be loaded, an error to report) goes
-to the click CLI, which does the same work and renders every error. `status` reads and
-changes nothing, so handing it on after a start costs time, never a difference.
+`wait-ready` runs at every unit start (`ExecStartPost=`), `status` is what scripts and
+monitors poll, and `up NAME` is how a model is brought up by hand; click and the CLI's modules
+cost ~40-50 ms of each. They go straight to their function when their arguments are the plain
+forms handled here; anything else (help, another option, a config that must be loaded, an
+error to report) goes to the click CLI, which does the same work and renders every error.
+`status` reads and changes nothing, so handing it on after a start costs time, never a
+difference; `up NAME` (llmctl.quick_up) hands on only before it has changed anything.
 """
 
 from __future__ import annotations
@@ -23,28 +24,63 @@ def main(argv: list[str] | None = None) -> int:
         from llmctl.readiness import gate_main  # noqa: PLC0415
 
         return gate_main(args[1:])
-    quick = status_arguments(args)
-    if quick is not None:
-        try:
-            code = quick_status(*quick)
-        except KeyboardInterrupt:
-            print("Interrupted.", file=sys.stderr)  # as the click CLI says it
-            return 130
-        if code is not None:
-            return code
+    try:
+        code = _quick(args)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)  # as the click CLI says it
+        return 130
+    if code is not None:
+        return code
     from llmctl.cli import main as cli_main  # noqa: PLC0415
 
     return cli_main(args)
 
 
+def _quick(args: list[str]) -> int | None:
+    status = status_arguments(args)
+    if status is not None:
+        return quick_status(*status)
+    up = up_arguments(args)
+    if up is None:
+        return None
+    from llmctl import systemd  # noqa: PLC0415
+    from llmctl.render.names import unit_name  # noqa: PLC0415
+
+    # Asked first, so that systemctl answers while the rest is imported and the record read.
+    shown = systemd.ShowJob([n if n.endswith(".service") else unit_name(n) for n in up[1]])
+    try:
+        from llmctl.quick_up import quick_up  # noqa: PLC0415
+
+        return quick_up(*up, shown=shown)
+    finally:
+        shown.close()
+
+
+def up_arguments(args: list[str]) -> tuple[str | None, tuple[str, ...], bool] | None:
+    """(--config, NAMEs, --json) of `[--config PATH] up [--json] NAME...`, else None (click
+    parses it: no NAME is the whole stack, another option is click's)."""
+    config, rest = _config_option(args)
+    if rest[:1] != ["up"]:
+        return None
+    rest = rest[1:]
+    names = tuple(a for a in rest if a != "--json")
+    if not names or any(not n or n.startswith("-") for n in names) or rest.count("--json") > 1:
+        return None
+    return config, names, "--json" in rest
+
+
+def _config_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """`--config PATH` or `--config=PATH` before the command, and the arguments after it."""
+    if args[:1] == ["--config"] and len(args) >= 2:
+        return args[1] or None, args[2:]
+    if args[:1] and args[0].startswith("--config="):
+        return args[0].removeprefix("--config=") or None, args[1:]
+    return None, list(args)
+
+
 def status_arguments(args: list[str]) -> tuple[str | None, bool] | None:
     """(--config, --json) of `[--config PATH] status [--json]`, else None (click parses it)."""
-    config: str | None = None
-    rest = list(args)
-    if rest[:1] == ["--config"] and len(rest) >= 2:
-        config, rest = rest[1], rest[2:]
-    elif rest[:1] and rest[0].startswith("--config="):
-        config, rest = rest[0].removeprefix("--config="), rest[1:]
+    config, rest = _config_option(args)
     if rest not in (["status"], ["status", "--json"]):
         return None
     return config or None, rest == ["status", "--json"]

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llmctl import procs, systemd, transaction
+from llmctl import applied_render, procs, systemd, transaction
 from llmctl.backends import adapter_for
 from llmctl.backends.base import probe_client
 from llmctl.config.load import LoadedConfig
 from llmctl.config.schema import Config
 from llmctl.converge import Progress, UnitOutcome, closing_jobs, converge, preflight, wait_serving
 from llmctl.errors import LlmctlError
-from llmctl.install import ChangeKind, FileChange, apply_changes, compare, installed_llmctl_units
+from llmctl.install import ChangeKind, apply_changes, compare, installed_llmctl_units
 from llmctl.lock import state_lock
 from llmctl.paths import Paths
 from llmctl.render.units import (
@@ -34,18 +34,9 @@ from llmctl.render.units import (
     unit_name,
 )
 from llmctl.secrets import ensure_backend_key, ensure_gateway_key, ensure_redis_password
-from llmctl.stack import select, stack_units
+from llmctl.stack import StackUnit, select, stack_units
 from llmctl.state import applied_config_file, record_applied
-
-
-@dataclass
-class UpResult:
-    outcomes: list[UnitOutcome] = field(default_factory=list)
-    files: list[FileChange] = field(default_factory=list)
-    gateway_key_created: bool = False
-    backend_keys_created: list[str] = field(default_factory=list)  # backend names
-    redis_password_created: bool = False  # gateway.cache: a new password (redis.env)
-    snapshot: str | None = None  # taken before changing anything
+from llmctl.up_report import UpResult
 
 
 def up(
@@ -106,6 +97,7 @@ def up(
             apply_changes(changes, paths.config_home)
             # Before anything starts: the supervisor reads the applied config when it starts.
             record_applied(paths.state_dir, loaded.text)
+            _record_render(loaded, stack, paths, all_units)
             if intent:
                 intent = transaction.advance(paths.state_dir, intent, "files-written")
             if result.files:
@@ -160,6 +152,18 @@ def ensure_backend_keys(config: Config, paths: Paths) -> list[str]:
         if ensure_backend_key(paths.backend_key_file(name), name, variable):
             created.append(name)
     return created
+
+
+def _record_render(loaded: LoadedConfig, stack: RenderedStack, paths: Paths, units: list[StackUnit]) -> None:
+    """What a later `up NAME` needs to start these units without the config (applied_render)."""
+    config = loaded.config
+    secrets = [paths.backend_key_file(name) for name in keyed_backends(config)]
+    if config.gateway.enabled and config.gateway.cache is not None:
+        secrets += [paths.redis_data_dir, paths.redis_env_file, paths.redis_auth_file]
+    applied_render.write(
+        paths, config_path=loaded.path, config_text=loaded.text, files=stack.files, units=units,
+        secret_files=secrets, warnings=[problem.describe() for problem in loaded.warnings],
+    )  # fmt: skip
 
 
 def ensure_redis(config: Config, paths: Paths) -> bool:

@@ -223,6 +223,12 @@ class StartJob:
     def finished(self) -> bool:
         return self.process.poll() is not None
 
+    @property
+    def succeeded(self) -> bool:
+        """Finished, and systemctl exited 0: the job is done and the unit active (its gate
+        passed). Anything else (failed, still running) says nothing without a `show`."""
+        return self.process.poll() == 0
+
     def close(self) -> None:
         """Stop waiting (the start job itself carries on in the manager)."""
         if self.process.poll() is None:

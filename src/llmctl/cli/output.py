@@ -15,11 +15,11 @@ in the shape `data` has on success.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
+from llmctl import console
 from llmctl.envelope import dumps, failure, success
 from llmctl.errors import LlmctlError
 
@@ -46,13 +46,8 @@ def emit_error(err: LlmctlError, *, command: str, as_json: bool) -> None:
     if as_json:
         emit_failure(command, err)
         return
-    color = sys.stderr.isatty()
-    click.echo(click.style("llmctl: error: ", fg="red", bold=True) + err.message, err=True, color=color)
-    for line in err.details:
-        click.echo(f"  {line}", err=True)
-    if err.hint:
-        click.echo(click.style("hint: ", bold=True) + err.hint, err=True, color=color)
+    console.error(err)
 
 
 def warn(message: str) -> None:
-    click.echo(click.style("warning: ", fg="yellow") + message, err=True, color=sys.stderr.isatty())
+    console.warn(message)

@@ -65,28 +65,13 @@ def up(
         )  # fmt: skip
     finally:
         printer.done()
+    from llmctl.up_report import up_data, up_lines  # noqa: PLC0415
+
     if as_json:
-        emit_json("up", {
-            "snapshot": result.snapshot,
-            "files": [{"path": c.path, "change": c.kind} for c in result.files],
-            "units": [
-                {"unit": o.unit, "action": o.action, "seconds": round(o.seconds, 2)} for o in result.outcomes
-            ],
-        })  # fmt: skip
+        emit_json("up", up_data(result))
         return 0
-    for change in result.files:
-        click.echo(f"{change.kind.value:9} {app.paths.config_home / change.path}")
-    if result.snapshot:
-        click.echo(f"snapshot {result.snapshot} holds the previous state (llmctl rollback restores it)")
-    if result.gateway_key_created:
-        click.echo(f"created the gateway key in {app.paths.gateway_env_file} (llmctl gateway key prints it)")
-    for name in result.backend_keys_created:
-        click.echo(f"created the API key of backend {name} in {app.paths.backend_key_file(name)}")
-    if result.redis_password_created:
-        click.echo(f"created the password of the gateway's Redis in {app.paths.redis_env_file}")
-    for outcome in result.outcomes:
-        timing = f" in {outcome.seconds:.1f}s" if outcome.action in ("started", "restarted") else ""
-        click.echo(f"{outcome.unit}: {outcome.action}{timing}")
+    for line in up_lines(result, app.paths):
+        click.echo(line)
     return 0
 
 

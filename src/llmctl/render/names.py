@@ -4,6 +4,8 @@ start fast."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 TARGET = "llmctl.target"
 GATEWAY_UNIT = "llmctl-gateway.service"
 GATEWAY_SOCKET = "llmctl-gateway.socket"  # holds the gateway's port; the target Wants= it
@@ -24,3 +26,9 @@ REDIS_START_TIMEOUT = 90
 
 def unit_name(backend: str) -> str:
     return f"llmctl-{backend}.service"
+
+
+def templates_dir() -> Path:
+    """units/ ships inside the wheel as llmctl/units; in a checkout it is the top-level units/."""
+    packaged = Path(__file__).resolve().parent.parent / "units"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "units"

@@ -30,6 +30,7 @@ from llmctl.render.gateway import render_gateway_config
 # The installed names live in render.names (no jinja2 or schema there, for `status`); the
 # renderer's callers know them from here.
 GATEWAY_FILE = names.GATEWAY_FILE
+templates_dir = names.templates_dir
 GATEWAY_NAME = names.GATEWAY_NAME
 GATEWAY_SOCKET = names.GATEWAY_SOCKET
 GATEWAY_START_TIMEOUT = names.GATEWAY_START_TIMEOUT
@@ -88,12 +89,6 @@ class RenderOptions:
     resolve: Callable[[str], Path | None] = resolve_executable
     # Models the backends serve now, where they differ from the config (after `switch`).
     serving: tuple[tuple[str, str], ...] = ()
-
-
-def templates_dir() -> Path:
-    """units/ ships inside the wheel as llmctl/units; in a checkout it is the top-level units/."""
-    packaged = Path(__file__).resolve().parent.parent / "units"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "units"
 
 
 @cache
