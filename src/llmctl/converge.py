@@ -259,7 +259,14 @@ def converge(
         for group in (backends, gateway, [p for p in plan if p[0].ready_when_active]):
             if not group:
                 continue
-            systemd.reset_failed([u.unit for u, _ in group])
+            # A failed unit's state goes before its new start (the start-limit count is
+            # cleared when systemd refuses a start for it: _wait_started).
+            failed = [
+                u.unit
+                for u, _ in group
+                if (st := states.get(u.unit)) is not None and st.active_state == "failed"
+            ]
+            systemd.reset_failed(failed)
             for unit, action in group:
                 if action == "reloaded":
                     start = time.monotonic()
@@ -269,8 +276,32 @@ def converge(
                 jobs[unit.unit] = systemd.start_job(unit.unit, restart=action == "restarted")
             for unit, action in group:
                 if action != "reloaded":
-                    waited = wait_serving(
-                        unit, timeout or unit.start_timeout, client, progress, job=jobs.pop(unit.unit)
-                    )
+                    job = jobs.pop(unit.unit)
+                    waited = _wait_started(unit, action, timeout or unit.start_timeout, client, progress, job)
                     outcomes.append(UnitOutcome(unit.unit, action, waited))
     return outcomes
+
+
+def _wait_started(
+    unit: StackUnit,
+    action: str,
+    timeout: float,
+    client: object,
+    progress: Progress | None,
+    job: systemd.StartJob,
+) -> float:
+    """wait_serving; once more if systemd refused the start for its start limit.
+
+    StartLimitBurst= starts within StartLimitIntervalSec= (the supervisor's restarts and every
+    `up` count): a start asked for by hand clears that count and goes, as `systemctl
+    reset-failed` before each start would, without a systemctl call on every `up`."""
+    start = time.monotonic()
+    job.wait(JOB_PROGRESS_INTERVAL)  # a refused start fails at once
+    if job.finished and not job.succeeded:
+        state = systemd.show([unit.unit]).get(unit.unit)
+        if state is not None and state.result == "start-limit-hit":
+            job.close()
+            systemd.reset_failed([unit.unit])
+            job = systemd.start_job(unit.unit, restart=action == "restarted")
+    wait_serving(unit, timeout, client, progress, job=job)
+    return time.monotonic() - start

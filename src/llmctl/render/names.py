@@ -4,7 +4,10 @@ start fast."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TARGET = "llmctl.target"
 GATEWAY_UNIT = "llmctl-gateway.service"
@@ -30,5 +33,7 @@ def unit_name(backend: str) -> str:
 
 def templates_dir() -> Path:
     """units/ ships inside the wheel as llmctl/units; in a checkout it is the top-level units/."""
+    from pathlib import Path  # noqa: PLC0415 - every unit's readiness gate imports this module
+
     packaged = Path(__file__).resolve().parent.parent / "units"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "units"
