@@ -146,3 +146,11 @@ def test_bad_gate_arguments_are_usage_errors() -> None:
     result = gate("--kind", "tgi", "--url", "http://x")
     assert result.returncode == 2
     assert "unknown kind 'tgi'" in result.stderr
+
+
+def test_the_gate_looks_every_5_ms_at_first_then_backs_off_as_the_rest_does() -> None:
+    from llmctl.readiness import gate_interval, poll_interval  # noqa: PLC0415
+
+    assert gate_interval(0.0) == gate_interval(0.49) == 0.005
+    assert gate_interval(0.5) == poll_interval(0.5) == 0.02
+    assert gate_interval(60) == poll_interval(60) == 0.5

@@ -1,5 +1,3 @@
-import sys
+from llmctl.entry import run
 
-from llmctl.entry import main
-
-sys.exit(main())
+run()
