@@ -28,6 +28,7 @@ def _debug(message: str, *args: object) -> None:
     if logging is not None:
         logging.getLogger(__name__).debug(message, *args)
 
+
 SHOW_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "MainPID", "NRestarts", "Result",
     "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestampMonotonic", "ControlGroup",
