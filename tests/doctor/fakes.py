@@ -47,6 +47,7 @@ def fake_probes(**overrides: Any) -> Probes:
         "need_reload": lambda units: [],
         "version": lambda kind, path: "version: 1 (test)",
         "port_in_use": lambda host, port: False,
+        "can_import": lambda python, module: True,
         "port_holders": lambda port: [],
         "gpus": lambda: GpuFacts(False, "NVML Shared Library Not Found"),
         "disk_usage": lambda path: (100 * GIB, 50 * GIB, 50 * GIB),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,25 @@ def test_executable_version_from_version_output_and_from_package_metadata(
     found = doctor.executable_version("gateway", entry)
     assert found is not None and found.startswith("click 8.")
     assert doctor.executable_version("llama-cpp-python", Path(sys.executable)) is None  # no llama_cpp here
+
+
+def test_litellm_metrics_needs_prometheus_client_in_litellms_python(tmp_path: Path) -> None:
+    gateway = next(u for u in units_of(good_config(tmp_path)) if u.is_gateway)
+    python = executable(tmp_path / "venv" / "bin" / "python", "#!/bin/sh\n")
+    entry = executable(tmp_path / "venv" / "bin" / "litellm", f"#!{python}\n")
+    asked: list[tuple[Path, str]] = []
+
+    def can_import(found: bool) -> Callable[[Path, str], bool]:
+        def answer(python: Path, module: str) -> bool:
+            asked.append((python, module))
+            return found
+
+        return answer
+
+    check = doctor.check_litellm_metrics(gateway, lambda command: entry, can_import(True))
+    assert check.status == "ok" and asked == [(python, "prometheus_client")]
+    check = doctor.check_litellm_metrics(gateway, lambda command: entry, can_import(False))
+    assert check.status == "fail" and str(python) in check.reason
+    assert check.fix is not None and f"{python} -m pip install prometheus-client" in check.fix
+    missing = doctor.check_litellm_metrics(gateway, lambda command: None, can_import(True))
+    assert missing.status == "warn"

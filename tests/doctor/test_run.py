@@ -119,3 +119,14 @@ def test_with_a_cache_redis_is_checked_like_any_unit(tmp_path: Path, paths: Path
     assert checks["redis-password"].status == "warn"  # `up` creates it
     assert f"redis (redis): {server}, version: 1 (test)" in checks["executables"].details
     assert checks["ports"].status == "fail" and "redis" in checks["ports"].reason
+
+
+def test_litellm_metrics_is_checked_only_when_on(tmp_path: Path, paths: Paths) -> None:
+    on = good_config(tmp_path, gateway={"command": "/x", "port": 4000, "litellm_metrics": True})
+    lacking = {c.name: c for c in doctor.run(paths, on, fake_probes(can_import=lambda python, module: False))}
+    assert lacking["litellm-metrics"].status == "fail"
+    assert [c.name for c in lacking.values()].index("litellm-metrics") == NAMES.index("executables") + 1
+    found = {c.name: c for c in doctor.run(paths, on, fake_probes(can_import=lambda python, module: True))}
+    assert found["litellm-metrics"].status == "ok"
+    off = doctor.run(paths, good_config(tmp_path), fake_probes(can_import=lambda python, module: False))
+    assert "litellm-metrics" not in [c.name for c in off]

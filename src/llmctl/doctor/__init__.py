@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmctl import procs, systemd
-from llmctl.doctor.executables import VERSION_TIMEOUT, check_executables, executable_version
+from llmctl.doctor.executables import (
+    VERSION_TIMEOUT,
+    check_executables,
+    check_litellm_metrics,
+    executable_version,
+)
 from llmctl.doctor.files import (
     DISK_FAIL_BYTES,
     DISK_WARN_BYTES,
@@ -71,6 +76,7 @@ __all__ = [
     "check_gateway_key",
     "check_gpus",
     "check_linger",
+    "check_litellm_metrics",
     "check_models",
     "check_ports",
     "check_redis_password",
@@ -118,6 +124,12 @@ def _resolve(command: str) -> Path | None:
     return resolve_executable(command)
 
 
+def _can_import(python: Path, module: str) -> bool:
+    from llmctl.gateway_runtime.interpreter import can_import  # noqa: PLC0415
+
+    return can_import(python, module)
+
+
 def _disk_usage(path: Path) -> tuple[int, int, int]:
     usage = shutil.disk_usage(path)
     return usage.total, usage.used, usage.free
@@ -133,6 +145,7 @@ class Probes:
     unit_running: Callable[[list[str]], dict[str, bool]] = _unit_states
     need_reload: Callable[[list[str]], list[str]] = _need_reload
     resolve: Callable[[str], Path | None] = _resolve
+    can_import: Callable[[Path, str], bool] = _can_import
     version: Callable[[str, Path], str | None] = executable_version
     port_in_use: Callable[[str, int], bool] = procs.port_in_use
     port_holders: Callable[[int], list[PortHolder]] = port_holders
@@ -170,6 +183,9 @@ def run(paths: Paths, config_path: Path, probes: Probes | None = None) -> list[C
 
         units = stack_units(loaded.config, serving)
         checks.append(check_executables(units, probes.resolve, probes.version))
+        gateway = next((u for u in units if u.is_gateway), None)
+        if gateway is not None and loaded.config.gateway.litellm_metrics:
+            checks.append(check_litellm_metrics(gateway, probes.resolve, probes.can_import))
         states: dict[str, bool] | None = None
         if reachable:
             names = sorted({u.unit for u in units} | {c for u in units for c in u.companions})

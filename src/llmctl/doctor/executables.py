@@ -91,3 +91,26 @@ def _run_quiet(argv: list[str], timeout: float) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return (result.stdout.strip() or result.stderr.strip()) if result.returncode == 0 else ""
+
+
+def check_litellm_metrics(
+    gateway: StackUnit, resolve: Callable[[str], Path | None], can_import: Callable[[Path, str], bool]
+) -> Check:
+    """gateway.litellm_metrics: LiteLLM's python must find prometheus_client (`litellm[proxy]`
+    does not install it), or the gateway fails at its start and `up` refuses it."""
+    from llmctl.gateway_runtime.interpreter import METRICS_MODULE, litellm_python  # noqa: PLC0415
+
+    entry = resolve(gateway.command)
+    if entry is None:
+        return Check("litellm-metrics", "warn", "LiteLLM not found: not checked (see executables)")
+    python = litellm_python(entry)
+    if can_import(python, METRICS_MODULE):
+        return Check(
+            "litellm-metrics", "ok", f"LiteLLM's python finds {METRICS_MODULE}", details=(str(python),)
+        )
+    return Check(
+        "litellm-metrics",
+        "fail",
+        f"gateway.litellm_metrics is on, but LiteLLM's python ({python}) cannot import {METRICS_MODULE}",
+        fix=f"{python} -m pip install prometheus-client, or set gateway.litellm_metrics: false",
+    )
