@@ -117,6 +117,9 @@ class CachedStack:
         assert restarted.returncode == 0, restarted.stderr
 
 
+FOREIGN_REDIS = ("REDIS_SSL=true", "REDIS_DB=7", "REDIS_USERNAME=someone-else")
+
+
 def unique_prompt() -> str:
     return f"cache test prompt {next(_prompts)} {time.time_ns()}"
 
@@ -142,12 +145,20 @@ def stack(
     if not server:
         unavailable("redis-server not installed: run scripts/provision (apt-get install redis-server)")
     the_stack = CachedStack(tmp_path_factory.mktemp("cache"), provisioned, server)
-    up = the_stack.run("up")
-    assert up.returncode == 0, up.stderr
-    assert "created the password of the gateway's Redis" in up.stdout
-    yield the_stack
-    the_stack.run("down")
-    user_manager.forget_llmctl_units()
+    # REDIS_* meant for other programs, in the manager's environment (environment.d, an
+    # import-environment): LiteLLM would read them into its Redis client (TLS to a plain
+    # Redis, another database, another user). The gateway passes its children none of them,
+    # so every test below runs with them set.
+    assert systemctl("set-environment", *FOREIGN_REDIS).returncode == 0
+    try:
+        up = the_stack.run("up")
+        assert up.returncode == 0, up.stderr
+        assert "created the password of the gateway's Redis" in up.stdout
+        yield the_stack
+        the_stack.run("down")
+    finally:
+        systemctl("unset-environment", *(v.split("=", 1)[0] for v in FOREIGN_REDIS))
+        user_manager.forget_llmctl_units()
 
 
 def test_status_shows_redis_answering_llmctls_password(stack: CachedStack) -> None:

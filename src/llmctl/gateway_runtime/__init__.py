@@ -34,6 +34,12 @@ CHILD_SCRIPT = Path(__file__).resolve().parent / "child.py"
 # LiteLLM's sys.path, and gateway.yaml names it.
 LITELLM_HOOKS_DIR = Path(__file__).resolve().parent / "litellm_hooks"
 AUTH_HOOK = "llmctl_gateway_auth.user_api_key_auth"
+# The one REDIS_* variable LiteLLM gets from llmctl (the gateway unit's Environment=, with
+# gateway.cache). LiteLLM reads every REDIS_<redis-py argument> it finds (REDIS_SSL, REDIS_DB,
+# REDIS_URL ...) into its Redis client: the children get no other, so a REDIS_URL meant for
+# something else in the user's environment never reaches llmctl's cache.
+REDIS_BREAKER_VARIABLE = "REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"
+LLMCTL_REDIS_VARIABLES = frozenset({REDIS_BREAKER_VARIABLE})
 BACKLOG = 4096  # Backlog= of the socket unit; the child's listen() call keeps it
 
 # Bounds, in seconds. A reload takes at most READY + STOP; the unit's TimeoutStartSec= (which

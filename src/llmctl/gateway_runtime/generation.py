@@ -24,13 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.fsutil import atomic_write
-from llmctl.gateway_runtime import BACKLOG
+from llmctl.gateway_runtime import BACKLOG, LLMCTL_REDIS_VARIABLES
 from llmctl.gateway_runtime.settings import Settings
 from llmctl.gateway_runtime.signals import Signals
 from llmctl.gateway_runtime.sockets import NOT_FOR_CHILDREN
 from llmctl.gateway_runtime.state import now_iso
 
 READY_LINE = b"READY"
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The supervisor's environment less what is its own (the socket, the watchdog) and less
+    every REDIS_* llmctl did not set (llmctl owns LiteLLM's Redis: gateway.cache)."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in NOT_FOR_CHILDREN and (not k.startswith("REDIS_") or k in LLMCTL_REDIS_VARIABLES)
+    }
 
 
 def log(message: str) -> None:
@@ -128,7 +138,7 @@ class Generations:
             "--graceful-timeout", f"{s.graceful_timeout:g}",
             "--backlog", str(BACKLOG),
         ]  # fmt: skip
-        env = {k: v for k, v in self.env.items() if k not in NOT_FOR_CHILDREN}
+        env = child_environment(self.env)
         env["CONFIG_FILE_PATH"] = str(snapshot)
         # What the unit sets; here too for a supervisor started by hand.
         env.setdefault("LITELLM_MODE", "PRODUCTION")

@@ -21,7 +21,13 @@ from llmctl.backends import adapter_for
 from llmctl.config.schema import AnyBackend, Config
 from llmctl.errors import ExitCode, LlmctlError
 from llmctl.executables import resolve_executable
-from llmctl.gateway_runtime import BACKLOG, CHILD_STOP_TIMEOUT, RELOAD_WAIT_TIMEOUT, RUNTIME_DIR_NAME
+from llmctl.gateway_runtime import (
+    BACKLOG,
+    CHILD_STOP_TIMEOUT,
+    REDIS_BREAKER_VARIABLE,
+    RELOAD_WAIT_TIMEOUT,
+    RUNTIME_DIR_NAME,
+)
 from llmctl.gateway_runtime.interpreter import litellm_python
 from llmctl.paths import Paths
 from llmctl.render import escape, names
@@ -260,7 +266,7 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
     if cached:
         # After 5 failed Redis calls LiteLLM skips Redis for this long (its default: 60 s), so
         # a restarted Redis is used again within seconds (measured: see README, gateway.cache).
-        environment["REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"] = str(REDIS_BREAKER_RECOVERY)
+        environment[REDIS_BREAKER_VARIABLE] = str(REDIS_BREAKER_RECOVERY)
     return _render(
         "gateway.service.j2",
         options,
