@@ -120,10 +120,6 @@ def write(
     atomic_write(record_file(paths.state_dir), json.dumps(body, indent=1) + "\n", mode=0o600)
 
 
-def forget(paths: Paths) -> None:
-    record_file(paths.state_dir).unlink(missing_ok=True)
-
-
 def current(paths: Paths, config_path: Path) -> AppliedRender | None:
     """The last `up`'s record, if the config, the installed files and every other input of its
     render are still what they were; None otherwise (or when there is none)."""
@@ -134,10 +130,8 @@ def current(paths: Paths, config_path: Path) -> AppliedRender | None:
         config = config_path.read_bytes()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if (
-        _sha256(config) != body["config_sha256"]
-        or _file_sha256(applied_config_file(paths.state_dir)) != (body["config_sha256"])
-    ):
+    applied = _file_sha256(applied_config_file(paths.state_dir))
+    if not (_sha256(config) == applied == body["config_sha256"]):
         return None
     if _file_sha256(state_file(paths.state_dir)) != body["state_sha256"]:
         return None

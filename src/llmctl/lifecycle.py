@@ -9,7 +9,6 @@ with the unit's state and its last journal lines.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -219,7 +218,7 @@ def down(
             state = states.get(unit)
             pids = procs.cgroup_pids(state.control_group) if state and state.running else []
             systemd.stop([unit, *with_it])
-            leftover = _wait_gone(pids)
+            leftover = procs.wait_gone(pids, 10.0)
             busy = bool(port) and procs.port_in_use(host, port)
             outcomes.append(StopOutcome(unit, bool(state and state.running), tuple(leftover), busy))
     bad = [o for o in outcomes if o.leftover_pids or o.port_busy]
@@ -237,15 +236,6 @@ def down(
             hint="A process may have left its cgroup; check with `ss -ltnp` and `ps`.",
         )
     return outcomes
-
-
-def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    left = procs.alive(pids)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = procs.alive(left)
-    return left
 
 
 def restart(

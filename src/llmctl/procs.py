@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -130,6 +131,16 @@ def process_state(pid: int, proc_root: Path = Path("/proc")) -> ProcessState:
 def alive(pids: list[int]) -> list[int]:
     """The pids that still run (zombies count as gone: they hold no memory or port)."""
     return [pid for pid in pids if process_state(pid) == "running"]
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to `timeout` seconds for the pids to end; those still running then."""
+    deadline = time.monotonic() + timeout
+    left = alive(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = alive(left)
+    return left
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -13,7 +13,6 @@ process lives).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,12 +153,9 @@ def gate_main(argv: list[str]) -> int:
     try:
         result = wait_ready(args.kind, args.url, args.model, args.timeout, pid=args.pid)
     except LlmctlError as err:
-        # The CLI's error format (cli/output.py), without importing click for it.
-        print(f"llmctl: error: {err.message}", file=sys.stderr)
-        for line in err.details:
-            print(f"  {line}", file=sys.stderr)
-        if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
+        from llmctl.console import error  # noqa: PLC0415 - the CLI's format, without click
+
+        error(err)
         return int(err.exit_code)
     print(f"ready after {result.waited:.2f} s: {result.probe.detail}")
     return 0

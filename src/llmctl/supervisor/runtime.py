@@ -183,12 +183,12 @@ def stop_hung(unit: str, pids: list[int]) -> str:
     TimeoutStopSec= (60 s) would keep the backend down that long: after HUNG_STOP_GRACE its
     processes are killed, and the stop job ends as they go (so Restart= does not fire)."""
     systemd.stop([unit], block=False)
-    if _gone(pids, HUNG_STOP_GRACE):
+    if not procs.wait_gone(pids, HUNG_STOP_GRACE):
         how = "SIGTERM"
     else:
         systemd.kill([unit], "SIGKILL")
         how = f"SIGKILL after {HUNG_STOP_GRACE:.0f} s"
-        if not _gone(pids, GONE_TIMEOUT):
+        if procs.wait_gone(pids, GONE_TIMEOUT):
             raise LlmctlError(f"{unit}: processes {pids} still alive after SIGKILL")
     # The start that follows must not meet the stop job still running (it would replace it).
     deadline = time.monotonic() + GONE_TIMEOUT
@@ -198,15 +198,6 @@ def stop_hung(unit: str, pids: list[int]) -> str:
             break
         time.sleep(0.05)
     return how
-
-
-def _gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while procs.alive(pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _gpu_reader() -> Any:
