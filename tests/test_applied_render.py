@@ -58,9 +58,7 @@ def apply(path: Path, paths: Paths) -> None:
     _record_render(loaded, stack, paths, stack_units(loaded.config))
 
 
-def test_a_fresh_record_gives_the_units_the_config_describes(
-    applied: Path, paths: Paths, server: Path
-) -> None:
+def test_a_fresh_record_gives_the_units_the_config_describes(applied: Path, paths: Paths) -> None:
     record = applied_render.current(paths, applied)
     assert record is not None
     loaded = load_config(applied)

@@ -24,12 +24,15 @@ class FakeUnit:
         self.termed_at: float | None = None
         self.killed = False
 
-    def alive(self, pids: list[int]) -> bool:
+    def running(self) -> bool:
         if self.killed:
             return False
         if self.termed_at is None or self.exits_after is None:
             return True
         return time.monotonic() < self.termed_at + self.exits_after
+
+    def alive(self, pids: list[int]) -> list[int]:
+        return list(pids) if self.running() else []
 
     def stop(self, units: list[str], *, block: bool = True, timeout: float | None = 300) -> None:
         self.calls.append(("stop", *units, "block" if block else "no-block"))
@@ -40,7 +43,7 @@ class FakeUnit:
         self.killed = True
 
     def show(self, units: list[str]) -> dict[str, Any]:
-        state = "active" if self.alive([]) else "inactive"
+        state = "active" if self.running() else "inactive"
         return {
             u: systemd.UnitState(u, "loaded", state, "dead", 0, 0, "success", "", 0, "static") for u in units
         }
