@@ -204,13 +204,14 @@ def test_stream_in_flight_finishes_before_its_model_is_swapped(stack: OnDemandSt
     streamed = threading.Event()
 
     def stream() -> None:
+        # Greedy: sampled, the smoke model's random weights may end the stream after a few tokens.
         with (
             httpx.Client() as client,
             client.stream(
                 "POST",
                 f"http://127.0.0.1:{stack.gateway_port}/v1/chat/completions",
                 headers={"Authorization": f"Bearer {stack.key}"},
-                json={"model": "alpha", "stream": True, "max_tokens": 300,
+                json={"model": "alpha", "stream": True, "max_tokens": 300, "temperature": 0,
                       "messages": [{"role": "user", "content": "hi"}]},
                 timeout=180,
             ) as response,
@@ -303,7 +304,7 @@ def test_down_waits_for_a_stream_in_flight(stack: OnDemandStack) -> None:
                 "POST",
                 f"http://127.0.0.1:{stack.gateway_port}/v1/chat/completions",
                 headers={"Authorization": f"Bearer {stack.key}"},
-                json={"model": "alpha", "stream": True, "max_tokens": 400,
+                json={"model": "alpha", "stream": True, "max_tokens": 400, "temperature": 0,
                       "messages": [{"role": "user", "content": "hi"}]},
                 timeout=180,
             ) as response,
