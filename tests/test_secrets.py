@@ -15,11 +15,13 @@ from llmctl.secrets import (
     ensure_backend_key,
     ensure_gateway_key,
     ensure_redis_password,
+    ensure_router_key,
     gateway_variable,
     installed_backend_keys,
     read_backend_key,
     read_gateway_key,
     read_redis_password,
+    read_router_key,
 )
 from tests.conftest import dump, minimal_config
 
@@ -152,3 +154,23 @@ def test_a_shared_or_unusable_redis_env_is_refused(paths: Paths) -> None:
         read_redis_password(env)
     with pytest.raises(LlmctlError, match="no Redis password yet"):
         read_redis_password(paths.llmctl_config_dir / "missing.env")
+
+
+# --- the router's key ----------------------------------------------------------------------------
+
+
+def test_the_router_key_is_made_once_owner_only_and_a_shared_one_is_refused(paths: Paths) -> None:
+    path = paths.router_key_file
+    with pytest.raises(LlmctlError, match="no router key file") as missing:
+        read_router_key(path)
+    assert "restart llmctl-router" in (missing.value.hint or "")
+    key = ensure_router_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 40
+    assert ensure_router_key(path) == key == read_router_key(path)
+    path.chmod(0o640)
+    with pytest.raises(LlmctlError, match="readable by others"):
+        ensure_router_key(path)
+    path.chmod(0o600)
+    path.write_text("# emptied by hand\n")
+    with pytest.raises(LlmctlError, match="no LLMCTL_ROUTER_KEY"):
+        ensure_router_key(path)

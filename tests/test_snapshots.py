@@ -23,7 +23,7 @@ from llmctl.install import GENERATED_MARK, ChangeKind
 from llmctl.lifecycle import ensure_backend_keys, ensure_redis
 from llmctl.paths import Paths
 from llmctl.render.units import RenderOptions, render_stack
-from llmctl.secrets import read_backend_key, read_redis_password
+from llmctl.secrets import ensure_router_key, read_backend_key, read_redis_password
 from llmctl.snapshots import capture
 from llmctl.snapshots.manifest import GATEWAY_REL, Manifest, next_id, order_key
 from llmctl.state import save_serving, state_file
@@ -199,6 +199,16 @@ def test_a_backend_key_is_never_copied_and_a_file_holding_it_is_refused(paths: P
     assert f"contains the value of LLMCTL_API_KEY_VLLM in {paths.backend_key_file('vllm')}" in str(
         caught.value
     )
+    assert key not in str(caught.value)
+
+
+def test_the_routers_key_is_never_copied_and_a_file_holding_it_is_refused(paths: Paths) -> None:
+    config = install(paths)
+    key = ensure_router_key(paths.router_key_file)
+    write(paths.gateway_file, GATEWAY + f"# pasted by hand: {key}\n")
+    with pytest.raises(LlmctlError) as caught:
+        take(paths, config)
+    assert f"contains the value of LLMCTL_ROUTER_KEY in {paths.router_key_file}" in str(caught.value)
     assert key not in str(caught.value)
 
 

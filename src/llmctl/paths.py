@@ -66,6 +66,11 @@ class Paths:
         return self.llmctl_config_dir / "secrets.env"
 
     @property
+    def router_key_file(self) -> Path:
+        """The key of llmctl's router's switch, mode 0600; the router writes it when it starts."""
+        return self.llmctl_config_dir / "router.env"
+
+    @property
     def backend_keys_dir(self) -> Path:
         """API keys llmctl generates for backends (`api_key: true`), one 0600 file each."""
         return self.llmctl_config_dir / "keys"

@@ -112,6 +112,41 @@ def ensure_backend_key(path: Path, backend: str, variable: str) -> bool:
     return True
 
 
+ROUTER_KEY_VARIABLE = "LLMCTL_ROUTER_KEY"
+
+
+def ensure_router_key(path: Path) -> str:
+    """The key llmctl's router asks of a request that changes something (`llmctl switch`),
+    created if missing. On loopback any local user could otherwise swap the models out."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(
+            path,
+            "# llmctl: the key `llmctl switch` sends llmctl's router (mode 0600). For a new key:\n"
+            "# delete this file; the router makes another at its next start.\n"
+            f"{ROUTER_KEY_VARIABLE}={_token()}\n",
+            mode=0o600,
+        )
+    _refuse_shared(path, "the key of llmctl's router")
+    return read_router_key(path)
+
+
+def read_router_key(path: Path) -> str:
+    try:
+        value = _assignments(path).get(ROUTER_KEY_VARIABLE, "")
+    except FileNotFoundError:
+        raise LlmctlError(
+            f"no router key file {path}",
+            hint="llmctl's router writes it when it starts: systemctl --user restart llmctl-router",
+        ) from None
+    if not value:
+        raise LlmctlError(
+            f"{path} has no {ROUTER_KEY_VARIABLE}=... line",
+            hint="Delete it and restart the router (systemctl --user restart llmctl-router).",
+        )
+    return value
+
+
 def read_backend_key(path: Path, variable: str) -> str:
     try:
         value = _assignments(path).get(variable, "")

@@ -251,6 +251,10 @@ def test_switch_goes_through_the_router_and_status_shows_what_is_loaded(stack: O
     assert again["to"] == "beta"
     assert not again["unchanged"]
     assert json_result(stack.run("switch", "beta", "--json").stdout)["unchanged"]
+    # Loopback is every local user's: a switch without the router's key (router.env) is refused.
+    url = f"http://127.0.0.1:{stack.router_port}/_llmctl/switch"
+    assert httpx.post(url, json={"model": "alpha"}, timeout=10).status_code == 401
+    assert stack.router_state()["native"]["loaded"] == "beta"
     with httpx.Client() as client:
         response = stack.chat("beta", client)
     assert response.json()["model"] == "beta"
@@ -290,6 +294,42 @@ def test_idle_unload_fires_after_its_time_and_never_for_a_pinned_model(stack: On
         again = stack.chat("alpha", client)  # loads again on demand
     assert again.status_code == 200
     assert again.json()["model"] == "alpha"
+
+
+def test_a_model_added_to_the_config_answers_after_up(stack: OnDemandStack) -> None:
+    """The router reads its models once, when it starts: `up` restarts it when they change."""
+    config = yaml.safe_load(stack.config.read_text())
+    config["models"]["gamma"] = {**config["models"]["beta"]}
+    stack.config.write_text(yaml.safe_dump(config))
+    with httpx.Client() as client:
+        assert stack.chat("alpha", client).status_code == 200
+    # A client of the loaded model the whole time: the router's restart must not fail it.
+    answered: list[int] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:
+        with httpx.Client() as client:  # kept alive across requests, as LiteLLM's pool is
+            while not done.is_set():
+                answered.append(stack.chat("alpha", client).status_code)
+
+    asking = threading.Thread(target=keep_asking)
+    asking.start()
+    try:
+        up = stack.run("up", "--json")
+    finally:
+        done.set()
+        asking.join()
+    assert answered and set(answered) == {200}, answered
+    assert up.returncode == 0, up.stdout + up.stderr
+    outcomes = {o["unit"]: o["action"] for o in json_result(up.stdout)["outcomes"]}
+    assert outcomes["llmctl-router.service"] == "restarted", outcomes
+    assert outcomes["llmctl-native.service"] == "unchanged", outcomes
+    with httpx.Client() as client:
+        response = stack.chat("gamma", client)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == "gamma"
+        assert stack.chat("alpha", client).json()["model"] == "alpha"
+    assert "gamma" in stack.router_state()["native"]["available"]
 
 
 def test_down_waits_for_a_stream_in_flight(stack: OnDemandStack) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmctl.config.load import load_config, parse_config
 from llmctl.config.schema import Config
@@ -58,6 +59,39 @@ def test_golden_files_for_every_kind_and_the_gateway() -> None:
 def test_rendering_is_deterministic() -> None:
     options = fixed_options(Path("/c.yaml"))
     assert render_stack(example_config(), options).files == render_stack(example_config(), options).files
+
+
+def test_the_router_unit_changes_with_every_setting_the_router_reads_at_start() -> None:
+    # The router takes its models, their policies and the backends' addresses from the config
+    # once; `up` restarts it only when its unit file changes, so each must change the file.
+    base = yaml.safe_load(EXAMPLE.read_text().replace("~/", "/home/user/"))
+    options = fixed_options(Path("/c.yaml"))
+
+    def router_unit(*keys: str, value: object = None) -> str:
+        data = yaml.safe_load(yaml.safe_dump(base))
+        if keys:
+            parent = data
+            for key in keys[:-1]:
+                parent = parent[key]
+            parent[keys[-1]] = value
+        config, _ = parse_config(yaml.safe_dump(data))
+        return render_stack(config, options).files["systemd/user/llmctl-router.service"]
+
+    plain = router_unit()
+    coder = ("models", "qwen2.5-coder-7b")
+    for keys, value in (
+        (("models", "extra"), base["models"]["qwen2.5-coder-7b"]),
+        ((*coder, "idle_unload"), "5m"),
+        ((*coder, "pinned"), True),
+        ((*coder, "min_residency"), "30s"),
+        ((*coder, "load_timeout"), "99s"),
+        (("backends", "llama-native", "idle_unload"), "10m"),
+        (("backends", "llama-native", "port"), 8089),
+        (("gateway", "drain_timeout"), "7s"),
+    ):
+        assert router_unit(*keys, value=value) != plain, keys
+    assert "qwen2.5-coder-7b on llama-native: load_timeout=330s" in plain
+    assert "backend llama-native: llama-server at 127.0.0.1:8080" in plain
 
 
 def test_units_follow_what_each_backend_needs() -> None:

@@ -318,16 +318,28 @@ def test_ollama_backend_admits_every_model() -> None:
 
 def test_drain_all_lets_requests_in_flight_finish_and_refuses_new_ones() -> None:
     async def go() -> None:
-        scheduler, _ = make(FakeLoader(), *two_models())
+        loader = FakeLoader()
+        scheduler, _ = make(loader, *two_models())
         scheduler.set_loaded("native", "alpha")
         log: list[str] = []
         stream = asyncio.create_task(request(scheduler, "alpha", 0.2, log))
         await asyncio.sleep(0.02)
-        await scheduler.drain_all()
-        assert log == ["start alpha (loaded alpha)", "end alpha"]
-        await stream
+        waiting = asyncio.create_task(scheduler.admit("beta"))  # queued behind the stream
+        draining = asyncio.create_task(scheduler.drain_all())
+        await asyncio.sleep(0.02)
+        with pytest.raises(Unavailable, match="stopping"):
+            await waiting  # a load is never started while stopping
+        with pytest.raises(Unavailable, match="stopping"):
+            await scheduler.admit("beta")
+        # The loaded model still answers while the drain runs (a restart must not fail it),
+        # and the drain waits for it too.
+        late = asyncio.create_task(request(scheduler, "alpha", 0.3, log))
+        await draining
+        assert log == ["start alpha (loaded alpha)", "start alpha (loaded alpha)", "end alpha", "end alpha"]
+        await asyncio.gather(stream, late)
         with pytest.raises(Unavailable, match="stopping"):
             await scheduler.admit("alpha")
+        assert not any(call[0] == "load" for call in loader.calls)
 
     asyncio.run(go())
 

@@ -16,7 +16,7 @@ import httpx
 from llmctl.router import model_path, split_target
 from llmctl.router.metrics import RouterMetrics
 from llmctl.router.scheduler import LoadOutcome, ModelPolicy, Scheduler
-from llmctl.router.server import Router
+from llmctl.router.server import Router, run
 from llmctl.router.watch import UnitWatch
 
 
@@ -230,6 +230,37 @@ def test_control_state_and_metrics() -> None:
     asyncio.run(go())
 
 
+def test_a_switch_needs_the_routers_key_and_a_refused_one_changes_nothing(tmp_path: Path) -> None:
+    key_file = tmp_path / "router.env"
+
+    def key() -> str:
+        from llmctl.secrets import read_router_key  # noqa: PLC0415
+
+        return read_router_key(key_file)
+
+    async def go() -> None:
+        backend = Backend(free_port())
+        async with running(backend) as (client, router):
+            router.control_key = key
+            switch = {"model": "beta"}
+            # No key file yet: nothing matches, not even an empty key.
+            assert (await client.post("/_llmctl/switch", json=switch)).status_code == 401
+            key_file.write_text("LLMCTL_ROUTER_KEY=right-key\n")
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "right-key"}):
+                refused = await client.post("/_llmctl/switch", json=switch, headers=headers)
+                assert refused.status_code == 401 and "router's key" in refused.json()["error"], headers
+            assert router.scheduler.slots["native"].loaded == "alpha"
+            assert router.scheduler.loader.calls == []  # type: ignore[attr-defined]
+            # Reading needs no key (status, Prometheus).
+            assert (await client.get("/_llmctl/state")).status_code == 200
+            ok = await client.post(
+                "/_llmctl/switch", json=switch, headers={"Authorization": "Bearer right-key"}
+            )
+            assert ok.status_code == 200 and ok.json()["loaded"] == "beta"
+
+    asyncio.run(go())
+
+
 def test_a_backend_changed_by_another_command_is_noticed_before_forwarding(tmp_path: Path) -> None:
 
     unit = tmp_path / "systemd/user/llmctl-native.service"
@@ -259,5 +290,47 @@ def test_a_backend_changed_by_another_command_is_noticed_before_forwarding(tmp_p
             response = await client.get(f"{model_path('alpha')}/v1/models")
             assert response.json()["data"][0]["id"] == "alpha"  # loaded again first
             assert router.scheduler.loader.calls == ["alpha"]  # type: ignore[attr-defined]
+
+    asyncio.run(go())
+
+
+def test_at_a_stop_idle_connections_close_at_once_and_a_stream_in_flight_finishes() -> None:
+    """A restart for a changed config is a stop: no client may lose a request to it. Idle
+    kept-alive connections are closed (clients open new ones, which the socket unit holds for
+    the next router); a request in flight finishes, and then its connection closes."""
+
+    async def go() -> None:
+        backend = Backend(free_port(), chunks=3)
+        await backend.start()
+        scheduler = Scheduler(
+            {"alpha": ModelPolicy("alpha", "native", load_timeout=5)}, set(), Loader(backend)
+        )
+        scheduler.set_loaded("native", "alpha")
+        router = Router(scheduler, {"native": ("127.0.0.1", backend.port)}, RouterMetrics())
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        stop = asyncio.Event()
+        serving = asyncio.create_task(run(router, sock, lambda _message: None, stop))
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        idle_writer.write(f"GET {model_path('alpha')}/v1/models HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = (await idle_reader.readuntil(b"\r\n\r\n")).decode().lower()
+        assert "connection: keep-alive" in head
+        await idle_reader.readexactly(int(head.split("content-length: ")[1].split("\r\n")[0]))
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+            client.stream("POST", f"{model_path('alpha')}/v1/chat/completions", json={}) as stream,
+        ):
+            lines = stream.aiter_lines()
+            assert json.loads((await anext(lines)).removeprefix("data: "))["i"] == 0
+            stop.set()
+            # The idle connection is closed without an answer to anything (EOF).
+            assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+            assert not serving.done()  # draining: the stream is still in flight
+            backend.release.set()
+            rest = [line async for line in lines if line]
+            assert rest[-1] == "data: [DONE]" and len(rest) == 3
+        await asyncio.wait_for(serving, 5)
+        idle_writer.close()
+        await backend.stop()
 
     asyncio.run(go())

@@ -14,6 +14,7 @@ from llmctl.errors import ExitCode, LlmctlError
 
 if TYPE_CHECKING:
     from llmctl.config.schema import Config
+    from llmctl.paths import Paths
     from llmctl.render.units import RenderOptions
 
 
@@ -81,7 +82,7 @@ def switch(
                 )
         return 0 if planned.fits else int(ExitCode.FAILED)
     if loaded.config.gateway.on_demand and _router_running():
-        return _switch_through_router(loaded.config, name, model, timeout, as_json)
+        return _switch_through_router(loaded.config, app.paths, name, model, timeout, as_json)
     base = app.render_options(loaded)
 
     def options(serving: dict[str, str]) -> RenderOptions:
@@ -125,11 +126,12 @@ def _router_running() -> bool:
 
 
 def _switch_through_router(
-    config: Config, name: str, model: str, timeout: float | None, as_json: bool
+    config: Config, paths: Paths, name: str, model: str, timeout: float | None, as_json: bool
 ) -> int:
     """With gateway.on_demand the router alone changes what a backend serves: it drains the
     model in flight, then loads (the same transaction, rolled back on failure)."""
     from llmctl.router import client  # noqa: PLC0415
+    from llmctl.secrets import read_router_key  # noqa: PLC0415
 
     if config.models[model].backend != name:
         raise LlmctlError(
@@ -139,7 +141,9 @@ def _switch_through_router(
         )
     # The drain may take gateway.drain_timeout, then the load its start timeout.
     bound = (timeout or 600) + config.gateway.drain_timeout
-    body = client.switch(config.gateway.router_listen_port, model, bound)
+    body = client.switch(
+        config.gateway.router_listen_port, model, bound, read_router_key(paths.router_key_file)
+    )
     if as_json:
         emit_json("switch", {"backend": name, "to": model, "unchanged": body["unchanged"], "via": "router",
                              "total_s": body["seconds"], "evicted": body["evicted"]})  # fmt: skip

@@ -353,6 +353,7 @@ def _render_supervisor(config: Config, options: RenderOptions) -> str:
 def _render_router(config: Config, options: RenderOptions) -> tuple[str, str]:
     """(socket unit, service unit) of llmctl's router (gateway.on_demand)."""
     from llmctl.router import ROUTER_SOCKET, ROUTER_UNIT  # noqa: PLC0415
+    from llmctl.router.main import settings_lines  # noqa: PLC0415
 
     listen = _listen_stream("127.0.0.1", config.gateway.router_listen_port)
     socket_text = _render(
@@ -371,6 +372,7 @@ def _render_router(config: Config, options: RenderOptions) -> tuple[str, str]:
         unit=ROUTER_UNIT,
         socket=ROUTER_SOCKET,
         description="llmctl router (models loaded on demand)",
+        settings=[escape.plain_value(line) for line in settings_lines(config)],
         after=escape.unit_word_list([ROUTER_SOCKET, *backends]),
         exec_start=escape.exec_line(serve),
         restart_sec=ROUTER_RESTART_SEC,

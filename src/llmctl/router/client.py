@@ -28,13 +28,15 @@ def state(port: int) -> dict[str, Any] | None:
     return backends
 
 
-def switch(port: int, model: str, timeout: float) -> dict[str, Any]:
-    """Load `model` through the router's queue (draining first); raises on refusal or failure."""
-    from llmctl.backends.http import HttpError, LoopbackClient  # noqa: PLC0415
+def switch(port: int, model: str, timeout: float, key: str) -> dict[str, Any]:
+    """Load `model` through the router's queue (draining first); raises on refusal or failure.
+    `key`: the router's (router.env)."""
+    from llmctl.backends.http import HttpError, KeyRing, LoopbackClient  # noqa: PLC0415
 
-    with LoopbackClient(timeout) as client:
+    url = _url(port, "switch")
+    with LoopbackClient(timeout, keys=KeyRing({url: key})) as client:
         try:
-            response = client.post(_url(port, "switch"), json={"model": model})
+            response = client.post(url, json={"model": model})
         except HttpError as exc:
             raise LlmctlError(
                 f"llmctl-router did not answer the switch to {model}: {exc}",

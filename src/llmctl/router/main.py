@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmctl.config.load import LoadedConfig
 from llmctl.router.scheduler import ModelPolicy
 
 if TYPE_CHECKING:
+    from llmctl.config.schema import Config
     from llmctl.paths import Paths
 
 DEFAULT_LOAD_TIMEOUT_EXTRA = 30.0
@@ -21,11 +21,10 @@ DEFAULT_LOAD_TIMEOUT_EXTRA = 30.0
 INVENTORY_VARIABLE = "LLMCTL_GPU_INVENTORY"  # over the backend's start timeout: the swap's own steps
 
 
-def policies_for(loaded: LoadedConfig) -> dict[str, ModelPolicy]:
+def policies_for(config: Config) -> dict[str, ModelPolicy]:
     """One policy per local model: the model's settings over its backend's, over the defaults."""
     from llmctl.backends import adapter_for  # noqa: PLC0415
 
-    config = loaded.config
     out = {}
     for model_id, model in sorted(config.models.items()):
         if model.backend is None or model.backend not in config.backends:
@@ -43,6 +42,32 @@ def policies_for(loaded: LoadedConfig) -> dict[str, ModelPolicy]:
     return out
 
 
+def settings_lines(config: Config) -> list[str]:
+    """What the router takes from the config when it starts, a line each, for its unit file.
+
+    The router reads these once; written into its unit, a change to any of them changes the
+    file, and `llmctl up` restarts the router (its socket holds new connections meanwhile).
+    """
+    from llmctl.backends import adapter_for  # noqa: PLC0415
+
+    lines = []
+    for policy in policies_for(config).values():
+        words = [f"{policy.model_id} on {policy.backend}:"]
+        if policy.pinned:
+            words.append("pinned")
+        if policy.idle_unload is not None:
+            words.append(f"idle_unload={policy.idle_unload:g}s")
+        if policy.min_residency:
+            words.append(f"min_residency={policy.min_residency:g}s")
+        words.append(f"load_timeout={policy.load_timeout:g}s")
+        lines.append(" ".join(words))
+    for name, backend in sorted(config.backends.items()):
+        many = " (serves many models)" if adapter_for(backend.kind).serves_many else ""
+        lines.append(f"backend {name}: {backend.kind} at {backend.host}:{backend.port}{many}")
+    lines.append(f"drain_timeout={config.gateway.drain_timeout:g}s")
+    return lines
+
+
 def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None) -> int:
     from llmctl.backends import adapter_for  # noqa: PLC0415
     from llmctl.config.load import load_config  # noqa: PLC0415
@@ -53,6 +78,7 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     from llmctl.router.scheduler import Scheduler  # noqa: PLC0415
     from llmctl.router.server import Router, event_recorder, run  # noqa: PLC0415
     from llmctl.router.watch import UnitWatch  # noqa: PLC0415
+    from llmctl.secrets import ensure_router_key, read_router_key  # noqa: PLC0415
     from llmctl.state import applied_config_file  # noqa: PLC0415
 
     if inventory_file is None and os.environ.get(INVENTORY_VARIABLE):
@@ -69,7 +95,7 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     loader = SwitchLoader(loaded, paths, config_path, inventory_file, on_message=_say)
     serves_many = {n for n, b in config.backends.items() if adapter_for(b.kind).serves_many}
     scheduler = Scheduler(
-        policies_for(loaded), serves_many, loader,
+        policies_for(config), serves_many, loader,
         drain_timeout=config.gateway.drain_timeout, on_event=event_recorder(paths.state_dir, metrics),
     )  # fmt: skip
     for name, model in _loaded_now(paths).items():
@@ -79,7 +105,11 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     watch = UnitWatch(paths.config_home)
     for name in scheduler.slots:
         watch.model(name)  # what the files say now is what `_loaded_now` saw
-    router = Router(scheduler, addresses, metrics, watch=watch, is_running=_unit_running)
+    ensure_router_key(paths.router_key_file)
+    router = Router(
+        scheduler, addresses, metrics, watch=watch, is_running=_unit_running,
+        control_key=lambda: read_router_key(paths.router_key_file),
+    )  # fmt: skip
     sock = inherited_socket(os.environ) or bind_socket("127.0.0.1", config.gateway.router_listen_port)
     asyncio.run(run(router, sock, systemd_notifier()))
     return 0

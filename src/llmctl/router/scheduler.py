@@ -36,6 +36,7 @@ from typing import Protocol
 
 FAILURE_HOLD = 10.0  # seconds a failed load answers for later requests of the same model
 IDLE_TICK = 1.0
+STOPPING = "llmctl's router is stopping (llmctl down, or a restart for a changed config)"
 
 
 class Unavailable(Exception):
@@ -152,7 +153,8 @@ class Scheduler:
         self.slots = {b: Slot(b, serves_many=b in serves_many) for b in sorted(backends)}
         self.failures: dict[str, tuple[float, str]] = {}
         self.changing = asyncio.Lock()  # one load or unload at a time, machine-wide (memory)
-        self.stopping = False
+        self.stopping = False  # SIGTERM came: a stop, or a restart for a new config
+        self.closed = False  # the drain is over: nothing is admitted any more
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -181,10 +183,14 @@ class Scheduler:
     async def admit(self, model: str) -> Lease:
         policy = self._policy(model)
         slot = self.slots[policy.backend]
-        if self.stopping:
-            raise Unavailable("llmctl's router is stopping (llmctl down)")
+        if self.closed:
+            raise Unavailable(STOPPING)
         if slot.admitting(model):
+            # Also while stopping: the backend runs until the router has gone (it is ordered
+            # after them), and at a restart the request would otherwise fail for nothing.
             return self._lease(slot, model)
+        if self.stopping:
+            raise Unavailable(STOPPING)
         held = self.failures.get(model)
         if held is not None and self.clock() - held[0] < FAILURE_HOLD:
             raise Unavailable(held[1])
@@ -311,9 +317,9 @@ class Scheduler:
                 self.on_event(Event("evict", victim, held.loaded, f"{reason}: memory for another backend"))
                 held.loaded = None
 
-    async def _drain(self, slot: Slot) -> None:
+    async def _drain(self, slot: Slot, deadline: float | None = None) -> None:
         """Wait until the slot's requests in flight have finished, at most drain_timeout."""
-        deadline = self.clock() + self.drain_timeout
+        deadline = self.clock() + self.drain_timeout if deadline is None else deadline
         while sum(slot.in_flight.values()) > 0:
             left = deadline - self.clock()
             if left <= 0:
@@ -390,16 +396,23 @@ class Scheduler:
                 self.on_event(Event("idle-unload-failed", "-", None, str(exc)))
 
     async def drain_all(self) -> None:
-        """On SIGTERM (llmctl down): let requests in flight finish, fail the ones queued."""
+        """On SIGTERM (llmctl down, or a restart): let requests in flight finish, fail the ones
+        waiting for a load. Requests for loaded models are still admitted while the drain runs
+        (the server answers each with `Connection: close`, so clients come back on new
+        connections, which the socket unit holds for the next start)."""
         self.stopping = True
         for slot in self.slots.values():
             self._fail_queued(slot)
-        await asyncio.gather(*(self._drain(slot) for slot in self.slots.values()))
+        deadline = self.clock() + self.drain_timeout
+        await asyncio.gather(*(self._drain(slot, deadline) for slot in self.slots.values()))
+        self.closed = True
+        if self.clock() < deadline:  # what was admitted while the first wait ran, same bound
+            await asyncio.gather(*(self._drain(slot, deadline) for slot in self.slots.values()))
 
     def _fail_queued(self, slot: Slot) -> None:
         for waiter in slot.waiters:
             if not waiter.future.done():
-                waiter.future.set_exception(Unavailable("llmctl's router is stopping (llmctl down)"))
+                waiter.future.set_exception(Unavailable(STOPPING))
         slot.waiters.clear()
 
     def snapshot(self) -> dict[str, object]:

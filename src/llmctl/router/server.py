@@ -6,7 +6,8 @@ Paths it answers:
   to the backend that has ID loaded, once it has;
 * `GET /_llmctl/state`: per backend what is loaded, what is available, queue, in flight, last
   use (`llmctl status`);
-* `POST /_llmctl/switch` `{"model": ID}`: `llmctl switch` through the same queue;
+* `POST /_llmctl/switch` `{"model": ID}`: `llmctl switch` through the same queue, with the
+  router's key (`Authorization: Bearer`, from router.env, 0600): loopback is every local user's;
 * `GET /_llmctl/metrics`: Prometheus text (loads, load time, queue wait, evictions by reason,
   requests answered 503, which LiteLLM fails over to fallbacks).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llmctl.errors import LlmctlError
 from llmctl.router import CONTROL_PREFIX, split_target
 from llmctl.router.http1 import (
     Head,
@@ -55,8 +58,11 @@ class Router:
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     started: float = field(default_factory=time.time)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
+    between_requests: set[asyncio.Task[None]] = field(default_factory=set)  # kept-alive, waiting
     watch: UnitWatch | None = None  # notices backends changed by other commands
     is_running: Callable[[str], bool] = lambda _backend: True  # the backend's unit is active
+    # The key a switch must carry (read for each one: a new file counts at once); None: none.
+    control_key: Callable[[], str] | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -65,16 +71,22 @@ class Router:
         try:
             keep = True
             while keep:
+                waiting = {task} if task is not None else set()
+                self.between_requests |= waiting
                 try:
                     request = await read_request(reader)
                 except ProtocolError as exc:
                     writer.write(openai_error(400, f"llmctl router: {exc}", "bad_request"))
                     break
+                finally:
+                    self.between_requests -= waiting
                 if request is None:
                     break
                 keep = not request.head.wants_close()
                 keep = await self.answer(request, writer, keep)
                 await writer.drain()
+                if self.scheduler.stopping:
+                    break  # its last request: the next one comes on a new connection
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; its lease (if any) was released on the way out
         finally:
@@ -100,10 +112,12 @@ class Router:
         except Unavailable as exc:
             self.metrics.unavailable(model)
             writer.write(openai_error(503, f"llmctl: {model} is unavailable: {exc}", "model_unavailable"))
-            return keep
+            return keep and not self.scheduler.stopping
         self.metrics.admitted(model, time.monotonic() - queued)
         try:
-            return await self.forward(lease, request, path, writer, keep)
+            # Stopping (a restart, say): this connection's last request; the client's next one
+            # comes on a new connection, which waits in the socket for the next router.
+            return await self.forward(lease, request, path, writer, keep and not self.scheduler.stopping)
         finally:
             lease.release()
 
@@ -175,6 +189,18 @@ class Router:
             return None
         return up_reader, up_writer, head
 
+    def _authorized(self, request: Request) -> bool:
+        if self.control_key is None:
+            return True
+        try:
+            key = self.control_key()
+        except (LlmctlError, OSError):  # no readable key file: nothing can match it
+            return False
+        scheme, _, offered = (request.head.get("authorization") or "").partition(" ")
+        return (
+            scheme == "Bearer" and bool(key) and hmac.compare_digest(offered.strip().encode(), key.encode())
+        )
+
     async def control(self, request: Request) -> bytes:
         what = request.target[len(CONTROL_PREFIX) :].split("?", 1)[0]
         if what == "state" and request.method == "GET":
@@ -186,6 +212,10 @@ class Router:
             head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
             return f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data
         if what == "switch" and request.method == "POST":
+            if not self._authorized(request):
+                return json_response(
+                    401, {"error": "a switch needs the router's key (llmctl switch sends it; see router.env)"}
+                )
             try:
                 model = str(json.loads(request.body or b"{}")["model"])
                 outcome = await self.scheduler.switch(model)
@@ -219,19 +249,27 @@ def event_recorder(state_dir: os.PathLike[str] | str, metrics: RouterMetrics) ->
     return record
 
 
-async def run(router: Router, sock: socket.socket, notify: Callable[[str], None]) -> None:
-    """Serve until SIGTERM, then drain: requests in flight finish (bounded), queued ones fail."""
+async def run(
+    router: Router, sock: socket.socket, notify: Callable[[str], None], stop: asyncio.Event | None = None
+) -> None:
+    """Serve until SIGTERM (or `stop`), then drain: requests in flight finish (bounded), the ones
+    waiting for a load fail."""
     server = await asyncio.start_server(router.handle, sock=sock)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    idle = asyncio.create_task(router.scheduler.run_idle_unloads())
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    unloads = asyncio.create_task(router.scheduler.run_idle_unloads())
     notify("READY=1\nSTATUS=routing")
     await stop.wait()
     notify("STOPPING=1\nSTATUS=draining requests in flight")
     server.close()  # no new connections; the socket unit keeps queueing them for the next start
-    idle.cancel()
+    for connection in list(router.between_requests):
+        # Kept open between requests: closed now, a client sees it before it sends the next
+        # request (httpx and aiohttp check a pooled connection) and opens a new one.
+        connection.cancel()
+    unloads.cancel()
     await router.scheduler.drain_all()
     for task in list(router.connections):
         task.cancel()

@@ -160,13 +160,19 @@ def _collect(paths: Paths, config_path: Path | None, config_content: Path | None
 
 
 def _secret_files(paths: Paths) -> list[Path]:
-    """gateway.env, secrets.env, the backends' API key files (keys/*.env) and the Redis
-    password (redis.env; redis-auth.conf holds the same value)."""
+    """gateway.env, secrets.env, the backends' API key files (keys/*.env), the Redis
+    password (redis.env; redis-auth.conf holds the same value) and the router's key."""
     try:
         keys = sorted(paths.backend_keys_dir.glob("*.env"))
     except OSError:
         keys = []
-    return [paths.gateway_env_file, paths.secrets_env_file, *keys, paths.redis_env_file]
+    return [
+        paths.gateway_env_file,
+        paths.secrets_env_file,
+        *keys,
+        paths.redis_env_file,
+        paths.router_key_file,
+    ]
 
 
 def _secret_values(paths: Paths) -> dict[str, str]:
