@@ -163,10 +163,12 @@ def test_the_router_key_is_made_once_owner_only_and_a_shared_one_is_refused(path
     path = paths.router_key_file
     with pytest.raises(LlmctlError, match="no router key file") as missing:
         read_router_key(path)
-    assert "restart llmctl-router" in (missing.value.hint or "")
-    key = ensure_router_key(path)
+    assert "llmctl up" in (missing.value.hint or "")
+    assert ensure_router_key(path) is True
+    key = read_router_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 40
-    assert ensure_router_key(path) == key == read_router_key(path)
+    assert ensure_router_key(path) is False
+    assert read_router_key(path) == key
     path.chmod(0o640)
     with pytest.raises(LlmctlError, match="readable by others"):
         ensure_router_key(path)

@@ -23,7 +23,7 @@ from llmctl.install import GENERATED_MARK, ChangeKind
 from llmctl.lifecycle import ensure_backend_keys, ensure_redis
 from llmctl.paths import Paths
 from llmctl.render.units import RenderOptions, render_stack
-from llmctl.secrets import ensure_router_key, read_backend_key, read_redis_password
+from llmctl.secrets import ensure_router_key, read_backend_key, read_redis_password, read_router_key
 from llmctl.snapshots import capture
 from llmctl.snapshots.manifest import GATEWAY_REL, Manifest, next_id, order_key
 from llmctl.state import save_serving, state_file
@@ -204,7 +204,8 @@ def test_a_backend_key_is_never_copied_and_a_file_holding_it_is_refused(paths: P
 
 def test_the_routers_key_is_never_copied_and_a_file_holding_it_is_refused(paths: Paths) -> None:
     config = install(paths)
-    key = ensure_router_key(paths.router_key_file)
+    ensure_router_key(paths.router_key_file)
+    key = read_router_key(paths.router_key_file)
     write(paths.gateway_file, GATEWAY + f"# pasted by hand: {key}\n")
     with pytest.raises(LlmctlError) as caught:
         take(paths, config)

@@ -32,7 +32,8 @@ from llmctl.render.units import (
     keyed_backends,
     unit_name,
 )
-from llmctl.secrets import ensure_backend_key, ensure_gateway_key, ensure_redis_password
+from llmctl.router import ROUTER_UNIT
+from llmctl.secrets import ensure_backend_key, ensure_gateway_key, ensure_redis_password, ensure_router_key
 from llmctl.stack import StackUnit, select, stack_units
 from llmctl.state import applied_config_file, record_applied
 from llmctl.up_report import UpResult
@@ -93,6 +94,8 @@ def up(
                 result.gateway_key_created = ensure_gateway_key(paths.gateway_env_file)
             result.backend_keys_created = ensure_backend_keys(loaded.config, paths)
             result.redis_password_created = ensure_redis(loaded.config, paths)
+            if routes_on_demand(loaded.config):
+                result.router_key_created = ensure_router_key(paths.router_key_file)
             apply_changes(changes, paths.config_home)
             # Before anything starts: the supervisor reads the applied config when it starts.
             record_applied(paths.state_dir, loaded.text)
@@ -132,6 +135,8 @@ def _to_restart(result: UpResult) -> set[str]:
     new_keys = {f"{UNIT_SUBDIR}/{unit_name(n)}" for n in result.backend_keys_created}
     if result.redis_password_created:
         new_keys.add(f"{UNIT_SUBDIR}/{REDIS_UNIT}")
+    if result.router_key_created:
+        new_keys.add(f"{UNIT_SUBDIR}/{ROUTER_UNIT}")
     if new_keys:
         new_keys.add(f"{UNIT_SUBDIR}/{GATEWAY_UNIT}")
     changed = {c.path for c in result.files} | new_keys
@@ -159,10 +164,17 @@ def _record_render(loaded: LoadedConfig, stack: RenderedStack, paths: Paths, uni
     secrets = [paths.backend_key_file(name) for name in keyed_backends(config)]
     if config.gateway.enabled and config.gateway.cache is not None:
         secrets += [paths.redis_data_dir, paths.redis_env_file, paths.redis_auth_file]
+    if routes_on_demand(config):
+        secrets.append(paths.router_key_file)
     applied_render.write(
         paths, config_path=loaded.path, config_text=loaded.text, files=stack.files, units=units,
         secret_files=secrets, warnings=[problem.describe() for problem in loaded.warnings],
     )  # fmt: skip
+
+
+def routes_on_demand(config: Config) -> bool:
+    """Whether the stack has llmctl's router (and so its key)."""
+    return config.gateway.enabled and config.gateway.on_demand
 
 
 def ensure_redis(config: Config, paths: Paths) -> bool:

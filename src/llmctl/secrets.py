@@ -115,20 +115,23 @@ def ensure_backend_key(path: Path, backend: str, variable: str) -> bool:
 ROUTER_KEY_VARIABLE = "LLMCTL_ROUTER_KEY"
 
 
-def ensure_router_key(path: Path) -> str:
-    """The key llmctl's router asks of a request that changes something (`llmctl switch`),
-    created if missing. On loopback any local user could otherwise swap the models out."""
-    if not path.exists():
+def ensure_router_key(path: Path) -> bool:
+    """Create the key llmctl's router asks of every request (the gateway's and `llmctl
+    switch`'s) if missing (returns True then); refuse a file others can read. On loopback any
+    local user could otherwise load models, and so swap yours out."""
+    created = not path.exists()
+    if created:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(
             path,
-            "# llmctl: the key `llmctl switch` sends llmctl's router (mode 0600). For a new key:\n"
-            "# delete this file; the router makes another at its next start.\n"
+            "# llmctl: the key the gateway and `llmctl switch` send llmctl's router (mode 0600).\n"
+            "# For a new key: delete this file, `llmctl up` (it restarts the router and the gateway).\n"
             f"{ROUTER_KEY_VARIABLE}={_token()}\n",
             mode=0o600,
         )
     _refuse_shared(path, "the key of llmctl's router")
-    return read_router_key(path)
+    read_router_key(path)
+    return created
 
 
 def read_router_key(path: Path) -> str:
@@ -137,12 +140,12 @@ def read_router_key(path: Path) -> str:
     except FileNotFoundError:
         raise LlmctlError(
             f"no router key file {path}",
-            hint="llmctl's router writes it when it starts: systemctl --user restart llmctl-router",
+            hint="`llmctl up` writes it (with gateway.on_demand), and restarts what reads it.",
         ) from None
     if not value:
         raise LlmctlError(
             f"{path} has no {ROUTER_KEY_VARIABLE}=... line",
-            hint="Delete it and restart the router (systemctl --user restart llmctl-router).",
+            hint="Delete it; `llmctl up` writes a new one.",
         )
     return value
 

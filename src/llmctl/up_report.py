@@ -17,6 +17,7 @@ class UpResult:
     gateway_key_created: bool = False
     backend_keys_created: list[str] = field(default_factory=list)  # backend names
     redis_password_created: bool = False  # gateway.cache: a new password (redis.env)
+    router_key_created: bool = False  # gateway.on_demand: a new router key (router.env)
     snapshot: str | None = None  # taken before changing anything
 
 
@@ -40,6 +41,8 @@ def up_lines(result: UpResult, paths: Paths) -> list[str]:
         lines.append(f"created the API key of backend {name} in {paths.backend_key_file(name)}")
     if result.redis_password_created:
         lines.append(f"created the password of the gateway's Redis in {paths.redis_env_file}")
+    if result.router_key_created:
+        lines.append(f"created the key of llmctl's router in {paths.router_key_file}")
     for outcome in result.outcomes:
         timing = f" in {outcome.seconds:.1f}s" if outcome.action in ("started", "restarted") else ""
         lines.append(f"{outcome.unit}: {outcome.action}{timing}")

@@ -141,6 +141,7 @@ def test_units_follow_what_each_backend_needs() -> None:
     assert get("llmctl-gateway.service", "EnvironmentFile") == [
         "/home/user/.config/llmctl/gateway.env",
         "-/home/user/.config/llmctl/secrets.env",
+        "/home/user/.config/llmctl/router.env",  # gateway.on_demand: the router's key
     ]
     target = {k: v for _, k, v in units["llmctl.target"]}
     assert set(target["Wants"].split()) == {u for u in units if u != "llmctl.target"}

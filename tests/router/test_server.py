@@ -37,6 +37,7 @@ class Backend:
     chunks: int = 3
     release: asyncio.Event = field(default_factory=asyncio.Event)  # the stream's last chunks wait for it
     seen: list[tuple[str, str, bytes]] = field(default_factory=list)  # path, host, body
+    authorizations: list[str | None] = field(default_factory=list)  # each request's, if any
     server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -54,6 +55,9 @@ class Backend:
         headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
         body = await reader.readexactly(int(headers.get("Content-Length", "0")))
         self.seen.append((path, headers.get("Host", ""), body))
+        self.authorizations.append(
+            next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+        )
         if path == "/v1/models":
             data = json.dumps({"data": [{"id": self.model}]}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
@@ -241,7 +245,7 @@ def test_a_switch_needs_the_routers_key_and_a_refused_one_changes_nothing(tmp_pa
     async def go() -> None:
         backend = Backend(free_port())
         async with running(backend) as (client, router):
-            router.control_key = key
+            router.key = key
             switch = {"model": "beta"}
             # No key file yet: nothing matches, not even an empty key.
             assert (await client.post("/_llmctl/switch", json=switch)).status_code == 401
@@ -257,6 +261,28 @@ def test_a_switch_needs_the_routers_key_and_a_refused_one_changes_nothing(tmp_pa
                 "/_llmctl/switch", json=switch, headers={"Authorization": "Bearer right-key"}
             )
             assert ok.status_code == 200 and ok.json()["loaded"] == "beta"
+
+    asyncio.run(go())
+
+
+def test_a_model_request_needs_the_routers_key_which_the_backend_never_sees() -> None:
+    async def go() -> None:
+        backend = Backend(free_port())
+        async with running(backend) as (client, router):
+            router.key = lambda: "router-key"
+            models = f"{model_path('alpha')}/v1/models"
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = await client.get(models, headers=headers)
+                assert refused.status_code == 401, headers
+                assert refused.json()["error"]["code"] == "invalid_api_key"
+            assert backend.seen == []  # nothing reached it, nothing was loaded
+            assert router.scheduler.loader.calls == []  # type: ignore[attr-defined]
+            right = {"Authorization": "Bearer router-key"}
+            assert (await client.get(models, headers=right)).status_code == 200
+            router.backend_key = lambda name: "backend-key" if name == "native" else None
+            assert (await client.get(models, headers=right)).status_code == 200
+            # Unkeyed: no Authorization at all; keyed: the backend's own key, never the router's.
+            assert backend.authorizations == [None, "Bearer backend-key"]
 
     asyncio.run(go())
 

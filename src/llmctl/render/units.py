@@ -292,6 +292,9 @@ def _render_gateway(config: Config, options: RenderOptions) -> str:
         secrets_file=escape.plain_value(str(options.paths.secrets_env_file)),
         # "-": a missing key fails only the routes to that backend, not the whole gateway.
         backend_key_files=[escape.plain_value(str(options.paths.backend_key_file(n))) for n in keyed],
+        router_key_file=escape.plain_value(str(options.paths.router_key_file))
+        if config.gateway.on_demand
+        else "",
         runtime_directory=escape.plain_value(RUNTIME_DIR_NAME),
         restart_sec=GATEWAY_RESTART_SEC,
         start_timeout=GATEWAY_START_TIMEOUT,

@@ -123,11 +123,14 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             raise ProtocolError(f"body over {MAX_BODY} bytes")
 
 
-def upstream_request(request: Request, path: str, host: str) -> bytes:
-    """The request as the backend gets it: its own path, its Host, one request per connection."""
+def upstream_request(request: Request, path: str, host: str, key: str | None = None) -> bytes:
+    """The request as the backend gets it: its own path, its Host, one request per connection,
+    and the backend's own key (`key`) instead of the router's, which is never passed on."""
     lines = [f"{request.method} {path} HTTP/1.1", f"Host: {host}"]
+    if key is not None:
+        lines.append(f"Authorization: Bearer {key}")
     for name, value in request.head.headers:
-        if name in HOP_BY_HOP or name in {"host", "content-length"}:
+        if name in HOP_BY_HOP or name in {"host", "content-length", "authorization"}:
             continue
         lines.append(f"{name}: {value}")
     lines += [f"Content-Length: {len(request.body)}", "Connection: close", "", ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,14 +106,64 @@ def serve(config_path: Path, state_dir: Path | None, inventory_file: Path | None
     watch = UnitWatch(paths.config_home)
     for name in scheduler.slots:
         watch.model(name)  # what the files say now is what `_loaded_now` saw
-    ensure_router_key(paths.router_key_file)
+    ensure_router_key(paths.router_key_file)  # `up` wrote it; made here if deleted since
+    keyed = {n for n, b in config.backends.items() if getattr(b, "api_key", False)}
     router = Router(
         scheduler, addresses, metrics, watch=watch, is_running=_unit_running,
-        control_key=lambda: read_router_key(paths.router_key_file),
+        key=cached_file(paths.router_key_file, read_router_key),
+        backend_key=_backend_keys(paths, keyed),
     )  # fmt: skip
     sock = inherited_socket(os.environ) or bind_socket("127.0.0.1", config.gateway.router_listen_port)
-    asyncio.run(run(router, sock, systemd_notifier()))
-    return 0
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(run(router, sock, systemd_notifier()))
+    # Not asyncio.run, which waits for the threads of loads and unloads still running: each
+    # waits on a systemctl job of a backend, and systemd orders a backend's job after this
+    # router's stop (it is ordered after them), so waiting would hold the stop until
+    # TimeoutStopSec. Such a load's intent record lets the next llmctl command finish or roll
+    # it back (recovery), as after a kill.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def cached_file(path: Path, read: Callable[[Path], str]) -> Callable[[], str]:
+    """`read(path)`, read again only when the file changed (a stat per call): the router asks
+    for its key at every request. Raises what `read` and `stat` raise."""
+    seen: dict[tuple[int, int, int], str] = {}
+
+    def current() -> str:
+        st = path.stat()
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if signature not in seen:
+            seen.clear()
+            seen[signature] = read(path)
+        return seen[signature]
+
+    return current
+
+
+def _backend_keys(paths: Paths, keyed: set[str]) -> Callable[[str], str | None]:
+    """The key of each backend started with one (`api_key: true`), from its key file."""
+    from llmctl.errors import LlmctlError  # noqa: PLC0415
+    from llmctl.secrets import gateway_variable, read_backend_key  # noqa: PLC0415
+
+    def reader(name: str) -> Callable[[], str]:
+        return cached_file(
+            paths.backend_key_file(name), lambda path: read_backend_key(path, gateway_variable(name))
+        )
+
+    readers = {name: reader(name) for name in keyed}
+
+    def key(backend: str) -> str | None:
+        reader = readers.get(backend)
+        if reader is None:
+            return None
+        try:
+            return reader()
+        except (LlmctlError, OSError):
+            return None  # the backend answers 401, which says what is wrong
+
+    return key
 
 
 def _loaded_now(paths: Paths) -> dict[str, str]:

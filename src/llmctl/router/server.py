@@ -61,8 +61,11 @@ class Router:
     between_requests: set[asyncio.Task[None]] = field(default_factory=set)  # kept-alive, waiting
     watch: UnitWatch | None = None  # notices backends changed by other commands
     is_running: Callable[[str], bool] = lambda _backend: True  # the backend's unit is active
-    # The key a switch must carry (read for each one: a new file counts at once); None: none.
-    control_key: Callable[[], str] | None = None
+    # The key every request but a read of state or metrics must carry (the gateway's, a
+    # switch's); read for each one, so a new file counts at once. None: no key asked.
+    key: Callable[[], str] | None = None
+    # A backend's own API key, which the router sends in place of its own (None: no key).
+    backend_key: Callable[[str], str | None] = lambda _backend: None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -105,6 +108,12 @@ class Router:
             writer.write(openai_error(404, f"llmctl router: no model address {request.target}", "not_found"))
             return keep
         model, path = split
+        if not self._authorized(request):
+            writer.write(
+                openai_error(401, "llmctl router: a request needs the router's key (router.env; the gateway "
+                             "sends it)", "invalid_api_key")
+            )  # fmt: skip
+            return keep
         self._sync(model)
         queued = time.monotonic()
         try:
@@ -138,8 +147,9 @@ class Router:
     ) -> bool:
         host, port = self.addresses[lease.slot.name]
         deadline = time.monotonic() + self.scheduler.policies[lease.model].load_timeout
+        backend_key = self.backend_key(lease.slot.name)
         while True:
-            upstream = await self._send(host, port, request, path)
+            upstream = await self._send(host, port, request, path, backend_key)
             if upstream is not None:
                 up_reader, up_writer, head = upstream
                 try:
@@ -165,7 +175,7 @@ class Router:
             await asyncio.sleep(RETRY_PAUSE)
 
     async def _send(
-        self, host: str, port: int, request: Request, path: str
+        self, host: str, port: int, request: Request, path: str, backend_key: str | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Head] | None:
         """Send the request; the response head, or None when nothing could be sent or read
         (the backend is down or restarting: nothing reached a model, so trying again is safe)."""
@@ -179,7 +189,7 @@ class Router:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            up_writer.write(upstream_request(request, path, f"{host}:{port}"))
+            up_writer.write(upstream_request(request, path, f"{host}:{port}", backend_key))
             await up_writer.drain()
             head = await read_head(up_reader)
         except (OSError, ProtocolError, asyncio.IncompleteReadError):
@@ -190,10 +200,10 @@ class Router:
         return up_reader, up_writer, head
 
     def _authorized(self, request: Request) -> bool:
-        if self.control_key is None:
+        if self.key is None:
             return True
         try:
-            key = self.control_key()
+            key = self.key()
         except (LlmctlError, OSError):  # no readable key file: nothing can match it
             return False
         scheme, _, offered = (request.head.get("authorization") or "").partition(" ")
