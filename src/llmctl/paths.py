@@ -67,7 +67,7 @@ class Paths:
 
     @property
     def router_key_file(self) -> Path:
-        """The key of llmctl's router's switch, mode 0600; the router writes it when it starts."""
+        """The key every request to llmctl's router carries, mode 0600; `up` writes it."""
         return self.llmctl_config_dir / "router.env"
 
     @property

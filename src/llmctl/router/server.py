@@ -6,10 +6,13 @@ Paths it answers:
   to the backend that has ID loaded, once it has;
 * `GET /_llmctl/state`: per backend what is loaded, what is available, queue, in flight, last
   use (`llmctl status`);
-* `POST /_llmctl/switch` `{"model": ID}`: `llmctl switch` through the same queue, with the
-  router's key (`Authorization: Bearer`, from router.env, 0600): loopback is every local user's;
+* `POST /_llmctl/switch` `{"model": ID}`: `llmctl switch` through the same queue;
 * `GET /_llmctl/metrics`: Prometheus text (loads, load time, queue wait, evictions by reason,
   requests answered 503, which LiteLLM fails over to fallbacks).
+
+Every request but a read of state or metrics carries the router's key (`Authorization:
+Bearer`, from router.env, 0600): loopback is every local user's. A model's request goes on with
+its backend's own key, or none, never the router's.
 
 A backend that is restarting (its process crashed, the supervisor restarted it) refuses
 connections or answers 503 "Loading model" for a while: a request that has not been sent yet
